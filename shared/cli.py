@@ -1,0 +1,53 @@
+"""The `dustspot` command: a click group whose sub-commands load on first use.
+
+One command per module. The table below names where each lives, so `dustspot --help`
+and a worker install (no torch) never import the trainer's heavy dependencies; each
+command module keeps its heavy imports inside the command function.
+"""
+import importlib
+import logging
+
+import click
+
+from . import __version__
+
+COMMANDS = {
+    "segment": "shared.commands.segment:segment",
+    "models": "shared.commands.models:models",
+    "synth": "trainer.commands.synth:synth",
+    "train": "trainer.commands.train:train",
+    "export": "trainer.commands.export:export",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx, name):
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, _, attr = target.partition(":")
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except ImportError as exc:
+            # e.g. `dustspot train` in a worker install: say what to install.
+            @click.command(name, help=f"(unavailable: {exc})")
+            def unavailable():
+                raise click.ClickException(f"`dustspot {name}` needs a missing package ({exc}); "
+                                           f"install the matching extra, e.g. pip install 'dustspot[trainer]'")
+            return unavailable
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="dustspot")
+@click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
+def main(verbose):
+    """dustspot: find dust, hairs and scratches on high-resolution scans."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""Click options shared by the commands that run the pipeline (segment, worker, bench)."""
+import click
+
+from .. import defaults
+
+
+def pipeline_options(func):
+    """Model, working resolution, tiling, threshold, outputs and engine flags."""
+    decorators = [
+        click.option("--model", "model_ref", default=None, envvar="DUSTSPOT_MODEL",
+                     help=f"Model reference: name[:version] in the registry, or a model folder/.xml "
+                          f"(default: {defaults.MODEL}, its latest version)."),
+        click.option("--registry", "registry_root", default=None, envvar="DUSTSPOT_MODELS",
+                     help="Model registry root (default: the bundled models/)."),
+        click.option("--size", "size", type=click.IntRange(32), default=None,
+                     help="Working resolution: long side N px, aspect kept (default: the model's, "
+                          f"else {defaults.WORKING_SIZE})."),
+        click.option("--square", "square", type=click.IntRange(32), default=None,
+                     help="Working resolution: N x N (the seed's geometry: --square 2016 --tile 224 --overlap 0)."),
+        click.option("--native", is_flag=True, help="No resize: infer at the scan's own resolution."),
+        click.option("--tile", type=click.IntRange(32), default=None, help=f"Tile side in px (default {defaults.TILE})."),
+        click.option("--overlap", type=click.IntRange(0), default=None,
+                     help=f"Overlap between neighbouring tiles in px (default {defaults.OVERLAP})."),
+        click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), default=None,
+                     help="Probability at or above which a pixel is dust (default: the model's recommendation)."),
+        click.option("--overlay", is_flag=True, help="Also write <name>.overlay.jpg (reduced preview, spots circled)."),
+        click.option("--prob", is_flag=True, help="Also write <name>.prob.png (8-bit probability map)."),
+        click.option("--max-pixels", type=click.IntRange(1), default=defaults.MAX_PIXELS, show_default=True,
+                     help="Refuse scans with more pixels than this (checked from the header)."),
+        click.option("--threads", type=click.IntRange(1), default=None,
+                     help="Inference threads per process (default: cores / processes)."),
+        click.option("--precision", type=click.Choice(["f32", "bf16", "f16"]), default=None,
+                     help="Inference precision (default: the CPU's best)."),
+        click.option("--batch", type=click.IntRange(1), default=defaults.BATCH, show_default=True,
+                     help="Tiles per inference request."),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+def build_options(size, square, native, tile, overlap, threshold, overlay, prob, max_pixels):
+    """SegmentOptions from the CLI flags (None = the model's or the default value)."""
+    from ..pipeline import SegmentOptions
+
+    chosen = [flag for flag, on in (("--size", size), ("--square", square), ("--native", native)) if on]
+    if len(chosen) > 1:
+        raise click.UsageError(f"choose one working resolution, not {' and '.join(chosen)}")
+    mode = "native" if native else "square" if square else "size" if size else None
+    return SegmentOptions(mode=mode, working_size=square or size, tile=tile, overlap=overlap,
+                          threshold=threshold, overlay=overlay, prob=prob, max_pixels=max_pixels)
+
+
+def split_pipeline_kwargs(kwargs: dict):
+    """Pop the pipeline flags out of a command's kwargs: (model_ref, registry, options, engine settings)."""
+    from ..engine import EngineSettings
+
+    options = build_options(*(kwargs.pop(k) for k in ("size", "square", "native", "tile", "overlap",
+                                                       "threshold", "overlay", "prob", "max_pixels")))
+    settings = EngineSettings(precision=kwargs.pop("precision"), threads=kwargs.pop("threads"),
+                              batch=kwargs.pop("batch"))
+    return kwargs.pop("model_ref"), kwargs.pop("registry_root"), options, settings

@@ -1,0 +1,122 @@
+"""`dustspot segment`: the embedded runner. Files and folders in, masks and reports out.
+
+No Redis: scans are processed here, by this process or by --workers local processes
+(spawned, each compiling its own model: a compiled model does not survive a fork).
+"""
+import os
+import sys
+import time
+
+import click
+
+from .. import defaults
+from .options import pipeline_options, split_pipeline_kwargs
+
+
+def collect_inputs(inputs, out_dir: str) -> list[tuple[str, str]]:
+    """(path, relative name) for every scan: files as given, folders walked recursively.
+
+    Inside folders only image extensions are taken (hidden files and the output folder
+    are skipped); a file named explicitly is always tried, so a bad one is reported.
+    """
+    out_real = os.path.realpath(out_dir)
+    found = []
+    for item in inputs:
+        if os.path.isdir(item):
+            for folder, dirs, files in os.walk(item):
+                dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+                                 and os.path.realpath(os.path.join(folder, d)) != out_real)
+                for name in sorted(files):
+                    if name.startswith(".") or not name.lower().endswith(defaults.IMAGE_EXTENSIONS):
+                        continue
+                    path = os.path.join(folder, name)
+                    found.append((path, os.path.relpath(path, item).replace(os.sep, "/")))
+        else:
+            found.append((item, os.path.basename(item)))
+    return found
+
+
+# Per-process state for --workers: the session is built once in each worker process.
+_SESSION = None
+
+
+def _init_session(model_ref, registry_root, options, settings):
+    global _SESSION
+    from ..pipeline import open_session
+    _SESSION = open_session(model_ref, options, settings, registry_root)
+
+
+def _run_one(task):
+    """Process one scan; never raises: returns (relative name, report or None, error)."""
+    from ..errors import DustspotError
+    from ..pipeline import process_scan
+
+    path, relative, out_dir = task
+    try:
+        report = process_scan(os.path.abspath(path), out_dir, relative, _SESSION)
+        return relative, {"spots": report["spot_count"], "seconds": report["timings"]["total"]}, None
+    except DustspotError as exc:
+        return relative, None, str(exc)
+    except Exception as exc:                      # a bug must not stop the batch either
+        return relative, None, f"{path}: internal error ({type(exc).__name__}: {exc})"
+
+
+@click.command("segment")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Output folder: <name>.mask.png and <name>.json per scan, relative paths kept.")
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
+              help="Local processes, each with its own compiled model.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@pipeline_options
+def segment(inputs, out_dir, workers, quiet, **kwargs):
+    """Find dust in scans (files or folders) and write a mask and report per scan.
+
+    Exits with status 1 if any scan failed; the others are processed regardless.
+    """
+    from tqdm import tqdm
+
+    from ..engine import cpu_count
+    from ..errors import DustspotError
+
+    model_ref, registry_root, options, settings = split_pipeline_kwargs(kwargs)
+    if settings.threads is None:
+        settings.threads = max(1, cpu_count() // workers)
+    tasks = [(path, rel, out_dir) for path, rel in collect_inputs(inputs, out_dir)]
+    if not tasks:
+        raise click.ClickException("no scans found in " + ", ".join(inputs))
+    os.makedirs(out_dir, exist_ok=True)
+
+    started = time.perf_counter()
+    results = []
+    bar = tqdm(total=len(tasks), unit="scan", disable=quiet, file=sys.stderr)
+    try:
+        if workers == 1:
+            _init_session(model_ref, registry_root, options, settings)
+            for task in tasks:
+                results.append(_run_one(task))
+                bar.update()
+        else:
+            import multiprocessing
+            # Fail fast (bad model reference) before starting the pool.
+            from ..registry import resolve
+            resolve(model_ref, registry_root)
+            ctx = multiprocessing.get_context("spawn")
+            with ctx.Pool(workers, _init_session, (model_ref, registry_root, options, settings)) as pool:
+                for result in pool.imap_unordered(_run_one, tasks):
+                    results.append(result)
+                    bar.update()
+    except DustspotError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        bar.close()
+
+    elapsed = time.perf_counter() - started
+    failed = [(rel, err) for rel, ok, err in results if ok is None]
+    done = [ok for _, ok, _ in results if ok is not None]
+    click.echo(f"{len(done)} of {len(results)} scans done, {len(failed)} failed, "
+               f"{sum(d['spots'] for d in done)} spots, {elapsed:.1f} s "
+               f"({elapsed / max(len(results), 1):.2f} s/scan) -> {out_dir}")
+    for rel, err in sorted(failed):
+        click.echo(f"FAILED {rel}: {err}", err=True)
+    sys.exit(1 if failed else 0)

@@ -1,0 +1,51 @@
+"""Every default setting of dustspot, in one place.
+
+Entry points (CLI flags, environment variables, the job payload) override these;
+nothing else in the code base hard-codes a tunable value.
+"""
+import os
+
+# --- pipeline -----------------------------------------------------------------
+# Working resolution: "size" (long side N, aspect kept), "square" (N x N, the seed's
+# geometry) or "native" (no resize).  A model's manifest may recommend its own
+# working size (infer at the scale you trained); these apply when it does not.
+MODE = "size"
+WORKING_SIZE = 2016
+TILE = 512
+OVERLAP = 64
+# Pixels at each tile edge given no weight when blending: a convolution near a tile
+# edge sees zero padding instead of image, so its output there is the least reliable.
+TILE_MARGIN = 16
+THRESHOLD = 0.5
+MIN_SPOT_AREA = 1            # native pixels; smaller components are dropped
+BATCH = 4                    # tiles per inference request
+
+# --- image input ----------------------------------------------------------------
+MAX_PIXELS = 300_000_000     # refused from the header, before decoding
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+
+# --- outputs ---------------------------------------------------------------------
+OVERLAY_LONG_SIDE = 1600     # overlay preview size
+PNG_COMPRESSION = 1          # masks are mostly zeros: level 1 is small and fast
+
+# --- inference engine --------------------------------------------------------------
+DEVICE = "CPU"
+PRECISION = None             # None: the device's best (bf16 on AVX-512 BF16 CPUs)
+THREADS = None               # None: all cores
+STREAMS = None               # None: OpenVINO chooses
+
+# --- models ------------------------------------------------------------------------
+BUNDLED_MODELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
+MODEL = "dustspot-unet"      # name in the registry; resolves through its `latest` pointer
+
+
+def models_root() -> str:
+    return os.environ.get("DUSTSPOT_MODELS", BUNDLED_MODELS)
+
+
+# --- queue ---------------------------------------------------------------------------
+REDIS_URL = "redis://localhost:6379/0"
+
+
+def redis_url() -> str:
+    return os.environ.get("REDIS_URL", REDIS_URL)

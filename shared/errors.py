@@ -1,0 +1,29 @@
+"""The exceptions dustspot raises on purpose. Each names the thing that failed and why."""
+
+
+class DustspotError(Exception):
+    """Base class: an error with a message meant for the user."""
+
+
+class ImageError(DustspotError):
+    """A scan cannot be used: not an image, corrupt, truncated, too large, unsupported.
+
+    Permanent: retrying the same file gives the same answer.
+    """
+
+    def __init__(self, source: str, reason: str):
+        self.source = str(source)
+        self.reason = reason
+        super().__init__(f"{self.source}: {reason}")
+
+
+class ModelError(DustspotError):
+    """A model cannot be found, verified or compiled."""
+
+
+class StorageError(DustspotError):
+    """Reading or writing a URI failed."""
+
+
+class PathError(DustspotError):
+    """A path or relative name is not allowed (outside the allowed roots, `..`, absolute)."""

@@ -1,0 +1,174 @@
+"""Reading scans into arrays, and encoding result images.
+
+Decoding is OpenCV's (fast, 8- and 16-bit, CMYK JPEG); the header is read first with
+Pillow, which parses it without decoding pixels, so the size limit, the format and the
+EXIF orientation are known before any large allocation. Pixels stay in the file's own
+depth (uint8 or uint16, BGR or gray); nothing full-resolution is ever float64.
+"""
+import io
+import os
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from . import defaults
+from .errors import ImageError
+
+# Our own pixel limit (checked below) replaces Pillow's decompression-bomb guard.
+Image.MAX_IMAGE_PIXELS = None
+
+SUPPORTED_FORMATS = {"JPEG": ".jpg", "PNG": ".png", "TIFF": ".tif"}
+_DECODE_FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR | cv2.IMREAD_IGNORE_ORIENTATION
+_EXIF_ORIENTATION = 0x0112
+
+
+@dataclass
+class Scan:
+    """A decoded scan as displayed: EXIF orientation applied, alpha dropped."""
+    pixels: np.ndarray          # HxW (gray) or HxWx3 (BGR); uint8 or uint16
+    source: str
+    format: str                 # JPEG | PNG | TIFF
+    orientation: int = 1        # the EXIF orientation that was applied
+    pages: int = 1              # multi-page TIFF: only the first page is used
+
+    @property
+    def width(self) -> int:
+        return self.pixels.shape[1]
+
+    @property
+    def height(self) -> int:
+        return self.pixels.shape[0]
+
+    @property
+    def max_value(self) -> int:
+        return 65535 if self.pixels.dtype == np.uint16 else 255
+
+
+@dataclass
+class Header:
+    format: str
+    width: int                  # as stored, before orientation
+    height: int
+    mode: str
+    orientation: int
+    pages: int
+
+
+def read_header(source: str, data: bytes | None = None) -> Header:
+    """Parse only the header (Pillow opens lazily); raises ImageError for non-images."""
+    try:
+        with Image.open(io.BytesIO(data) if data is not None else source) as im:
+            try:
+                orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1))
+            except Exception:       # a broken EXIF block is no reason to refuse the pixels
+                orientation = 1
+            return Header(im.format or "?", im.width, im.height, im.mode, orientation,
+                          getattr(im, "n_frames", 1))
+    except UnidentifiedImageError:
+        raise ImageError(source, "not an image (unrecognised file content)") from None
+    except FileNotFoundError:
+        raise ImageError(source, "file not found") from None
+    except IsADirectoryError:
+        raise ImageError(source, "is a directory") from None
+    except OSError as exc:
+        raise ImageError(source, f"unreadable image header ({exc})") from None
+    except Exception as exc:        # Pillow raises assorted types on hostile headers
+        raise ImageError(source, f"invalid image header ({type(exc).__name__}: {exc})") from None
+
+
+def check_header(source: str, header: Header, max_pixels: int) -> None:
+    if header.format not in SUPPORTED_FORMATS:
+        raise ImageError(source, f"unsupported format {header.format} (supported: JPEG, PNG, TIFF)")
+    if header.width < 1 or header.height < 1:
+        raise ImageError(source, f"empty image ({header.width}x{header.height})")
+    pixels = header.width * header.height
+    if pixels > max_pixels:
+        raise ImageError(source, f"{header.width}x{header.height} ({pixels / 1e6:.0f} MP) exceeds "
+                                 f"the pixel limit of {max_pixels / 1e6:.0f} MP")
+    if header.mode in ("F", "I") or header.mode.startswith("I;32") or header.mode.startswith("F;"):
+        raise ImageError(source, f"unsupported sample type (Pillow mode {header.mode}): "
+                                 "only 8- and 16-bit integer images are supported")
+
+
+def _jpeg_is_complete(source: str, data: bytes | None) -> bool:
+    """True when the JPEG stream ends with an EOI marker.
+
+    libjpeg decodes a truncated file without an error (it pads the missing rows grey), so
+    truncation has to be caught here. 0xFFD9 cannot occur inside entropy-coded data, and
+    some cameras append a trailer after EOI, hence a search of the tail, not a suffix test.
+    """
+    if data is not None:
+        tail = data[-65536:]
+    else:
+        with open(source, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 65536))
+            tail = f.read()
+    return b"\xff\xd9" in tail
+
+
+def _orient(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (1-8) so the array is as the image is displayed.
+
+    The table is Pillow's ImageOps.exif_transpose one, written with numpy views.
+    """
+    transforms = {
+        2: lambda a: a[:, ::-1],                       # mirror left-right
+        3: lambda a: a[::-1, ::-1],                    # rotate 180
+        4: lambda a: a[::-1],                          # mirror top-bottom
+        5: lambda a: a.swapaxes(0, 1),                 # transpose
+        6: lambda a: np.rot90(a, -1),                  # rotate 90 clockwise
+        7: lambda a: a[::-1, ::-1].swapaxes(0, 1),     # transverse
+        8: lambda a: np.rot90(a, 1),                   # rotate 90 counter-clockwise
+    }
+    if orientation not in transforms:
+        return pixels
+    return np.ascontiguousarray(transforms[orientation](pixels))
+
+
+def read_scan(source: str, data: bytes | None = None, max_pixels: int = defaults.MAX_PIXELS) -> Scan:
+    """Decode a scan from a local path (or from `data`, its bytes, when given).
+
+    Raises ImageError naming `source` and the reason for anything that is not a usable
+    8/16-bit JPEG, PNG or TIFF.
+    """
+    source = str(source)
+    if data is None and os.path.isfile(source) and os.path.getsize(source) == 0:
+        raise ImageError(source, "empty file (0 bytes)")
+    if data is not None and len(data) == 0:
+        raise ImageError(source, "empty file (0 bytes)")
+    header = read_header(source, data)
+    check_header(source, header, max_pixels)
+    if header.format == "JPEG" and not _jpeg_is_complete(source, data):
+        raise ImageError(source, "truncated JPEG (no end-of-image marker)")
+    try:
+        if data is not None:
+            pixels = cv2.imdecode(np.frombuffer(data, np.uint8), _DECODE_FLAGS)
+        else:
+            pixels = cv2.imread(source, _DECODE_FLAGS)
+    except cv2.error as exc:
+        raise ImageError(source, f"decoder failed ({exc.err})") from None
+    if pixels is None:
+        raise ImageError(source, f"corrupt or truncated {header.format} data (decoder failed)")
+    if pixels.dtype not in (np.uint8, np.uint16):
+        raise ImageError(source, f"unsupported sample type {pixels.dtype}")
+    if pixels.ndim == 3 and pixels.shape[2] == 4:       # defensive: alpha is never used
+        pixels = np.ascontiguousarray(pixels[:, :, :3])
+    pixels = _orient(pixels, header.orientation)
+    return Scan(pixels, source, header.format, header.orientation, header.pages)
+
+
+def encode_png(array: np.ndarray, compression: int = defaults.PNG_COMPRESSION) -> bytes:
+    ok, buf = cv2.imencode(".png", array, [cv2.IMWRITE_PNG_COMPRESSION, compression])
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def encode_jpeg(array: np.ndarray, quality: int = 85) -> bytes:
+    ok, buf = cv2.imencode(".jpg", array, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return buf.tobytes()

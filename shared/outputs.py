@@ -1,0 +1,45 @@
+"""Rendering the per-scan outputs of DESIGN.md: mask, report, overlay, probability map."""
+import cv2
+import numpy as np
+
+from . import defaults
+from .imageio import encode_jpeg, encode_png
+
+SUFFIX_MASK = ".mask.png"
+SUFFIX_REPORT = ".json"
+SUFFIX_OVERLAY = ".overlay.jpg"
+SUFFIX_PROB = ".prob.png"
+
+
+def to_uint8(pixels: np.ndarray) -> np.ndarray:
+    if pixels.dtype == np.uint8:
+        return pixels
+    return (pixels >> 8).astype(np.uint8)        # uint16 -> uint8, no float copy
+
+
+def render_overlay(pixels: np.ndarray, spots: list[dict],
+                   long_side: int = defaults.OVERLAY_LONG_SIDE) -> np.ndarray:
+    """A reduced copy of the scan with every spot circled (visible even when tiny)."""
+    h, w = pixels.shape[:2]
+    scale = min(1.0, long_side / max(h, w))
+    small = cv2.resize(pixels, (max(1, round(w * scale)), max(1, round(h * scale))),
+                       interpolation=cv2.INTER_AREA)
+    small = to_uint8(small)
+    if small.ndim == 2:
+        small = cv2.cvtColor(small, cv2.COLOR_GRAY2BGR)
+    for spot in spots:
+        x, y, bw, bh = spot["bbox"]
+        cx, cy = spot["centroid"]
+        radius = max(4, round(max(bw, bh) * scale / 2) + 3)
+        cv2.circle(small, (round(cx * scale), round(cy * scale)), radius, (0, 0, 255), 1, cv2.LINE_AA)
+    return small
+
+
+def encode_outputs(mask: np.ndarray, prob8: np.ndarray | None, overlay: np.ndarray | None) -> dict:
+    """Encode the image outputs: {suffix: bytes}."""
+    files = {SUFFIX_MASK: encode_png(mask)}
+    if prob8 is not None:
+        files[SUFFIX_PROB] = encode_png(prob8)
+    if overlay is not None:
+        files[SUFFIX_OVERLAY] = encode_jpeg(overlay)
+    return files

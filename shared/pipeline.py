@@ -1,0 +1,230 @@
+"""The one pipeline: scan in, dust mask and report out. Every entry point calls it.
+
+    session = open_session(model_ref, options)        # resolve, verify, compile: once
+    result  = segment(pixels, session)                 # array -> probability, mask, spots
+    report  = process_scan(uri, out_root, rel, session)  # read -> segment -> write outputs
+
+Stages of `segment`: working image (resize per mode) -> tiles (views, no copies) ->
+engine (batched, async) -> blended probability map -> upsampled smoothly to the native
+size (as 8-bit, so the stored .prob.png rethresholds to exactly the same mask) ->
+threshold -> spots.
+"""
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+
+import cv2
+import numpy as np
+
+from . import __version__, defaults
+from .engine import EngineSettings, OpenVINOEngine
+from .errors import DustspotError
+from .imageio import read_scan
+from .outputs import SUFFIX_REPORT, encode_outputs, render_overlay
+from .registry import resolve
+from .spots import find_spots
+from .storage import open_storage, output_stem
+from .tiling import TileGrid
+
+MODES = ("size", "square", "native")
+
+
+@dataclass
+class SegmentOptions:
+    """What to compute. None means: the model's recommendation, else defaults.py."""
+    mode: str | None = None              # size | square | native
+    working_size: int | None = None      # long side (size) or side (square)
+    tile: int | None = None
+    overlap: int | None = None
+    margin: int | None = None
+    threshold: float | None = None
+    min_area: int = defaults.MIN_SPOT_AREA
+    overlay: bool = False
+    prob: bool = False
+    max_pixels: int = defaults.MAX_PIXELS
+
+    def resolved(self, manifest: dict | None = None) -> "SegmentOptions":
+        recommended = (manifest or {}).get("recommended", {})
+
+        def pick(value, key, default):
+            return value if value is not None else recommended.get(key, default)
+
+        out = replace(
+            self,
+            mode=pick(self.mode, "mode", defaults.MODE),
+            working_size=pick(self.working_size, "working_size", defaults.WORKING_SIZE),
+            tile=pick(self.tile, "tile", defaults.TILE),
+            overlap=pick(self.overlap, "overlap", defaults.OVERLAP),
+            margin=pick(self.margin, "margin", defaults.TILE_MARGIN),
+            threshold=pick(self.threshold, "threshold", defaults.THRESHOLD))
+        if out.mode not in MODES:
+            raise DustspotError(f"unknown mode {out.mode!r} (use one of {', '.join(MODES)})")
+        if not 0.0 < out.threshold <= 1.0:
+            raise DustspotError(f"threshold {out.threshold} must be in (0, 1]")
+        if not 0 <= out.overlap < out.tile:
+            raise DustspotError(f"overlap {out.overlap} must be smaller than the tile ({out.tile})")
+        return out
+
+
+@dataclass
+class Session:
+    """A compiled model plus the resolved options it runs with. Build one per process."""
+    engine: object
+    options: SegmentOptions
+    model: dict
+
+
+def open_session(model_ref: str | None = None, options: SegmentOptions | None = None,
+                 engine_settings: EngineSettings | None = None,
+                 registry_root: str | None = None) -> Session:
+    handle = resolve(model_ref, registry_root)
+    options = (options or SegmentOptions()).resolved(handle.manifest)
+    settings = replace(engine_settings or EngineSettings(), tile=options.tile)
+    engine = OpenVINOEngine(handle.xml, settings, info=handle.describe())
+    return Session(engine, options, engine.info)
+
+
+@dataclass
+class Segmentation:
+    mask: np.ndarray                 # native size, uint8 0/255
+    prob8: np.ndarray                # native size, uint8 probability * 255
+    spots: list
+    working_shape: tuple
+    tiles: int
+    timings: dict = field(default_factory=dict)
+
+
+def working_shape(height: int, width: int, options: SegmentOptions) -> tuple[int, int]:
+    if options.mode == "native":
+        return height, width
+    if options.mode == "square":
+        return options.working_size, options.working_size
+    scale = options.working_size / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def segment(pixels: np.ndarray, session: Session) -> Segmentation:
+    """The core: a decoded scan (HxW or HxWx3, uint8/uint16) -> mask, probability, spots."""
+    o, timings = session.options, {}
+    clock = time.perf_counter()
+
+    def lap(stage):
+        nonlocal clock
+        now = time.perf_counter()
+        timings[stage] = round(now - clock, 4)
+        clock = now
+
+    height, width = pixels.shape[:2]
+    wh, ww = working_shape(height, width, o)
+    if (wh, ww) != (height, width):
+        shrinking = wh * ww < height * width
+        working = cv2.resize(pixels, (ww, wh), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    else:
+        working = pixels
+    grid = TileGrid(wh, ww, o.tile, o.overlap, o.margin)
+    ph, pw = grid.padded_shape
+    if (ph, pw) != (wh, ww):
+        working = cv2.copyMakeBorder(working, 0, ph - wh, 0, pw - ww, cv2.BORDER_REFLECT_101)
+    lap("resize")
+
+    merged = np.zeros((wh, ww), np.float32)
+    scale = 1.0 / (65535.0 if pixels.dtype == np.uint16 else 255.0)
+    session.engine.infer(((i, grid.cut(working, i)) for i in range(len(grid))), scale,
+                         lambda i, out: grid.blend(merged, i, out))
+    del working
+    lap("infer")
+
+    prob8 = cv2.convertScaleAbs(merged, alpha=255.0)      # round and saturate to uint8
+    del merged
+    if (wh, ww) != (height, width):
+        # Probabilities, not the mask, are upsampled: edges stay smooth, not blocky.
+        prob8 = cv2.resize(prob8, (width, height), interpolation=cv2.INTER_LINEAR)
+    lap("upsample")
+
+    level = math.ceil(o.threshold * 255 - 1e-9)           # dust where prob8 >= level
+    _, mask = cv2.threshold(prob8, level - 1, 255, cv2.THRESH_BINARY)
+    lap("threshold")
+
+    spots, mask = find_spots(mask, prob8, o.min_area)
+    lap("spots")
+    return Segmentation(mask, prob8, spots, (wh, ww), len(grid), timings)
+
+
+def _settings_for_report(options: SegmentOptions, seg: Segmentation | None) -> dict:
+    settings = asdict(options)
+    if seg is not None:
+        settings["working_shape"] = list(seg.working_shape)
+        settings["tiles"] = seg.tiles
+    return settings
+
+
+def _source_location(source: str) -> tuple[object, str]:
+    """A storage and key for a source URI (its parent is the storage root)."""
+    if source.startswith("s3://"):
+        bucket, _, key = source[5:].partition("/")
+        return open_storage(f"s3://{bucket}"), key
+    return open_storage(os.path.dirname(source) or "."), os.path.basename(source)
+
+
+def process_scan(source: str, out_root: str, relative_name: str, session: Session) -> dict:
+    """Read one scan, segment it, write its outputs under `out_root`; return the report.
+
+    Outputs for relative name a/b.tif: a/b.mask.png, a/b.json (+ .overlay.jpg, .prob.png on
+    request). The report is written last, so its presence means the outputs are complete.
+    On failure a report with status "failed" and the reason is written (best effort) and
+    the error is raised again for the caller (CLI summary, RQ failed registry).
+    """
+    started = time.perf_counter()
+    stem = output_stem(relative_name)
+    dest = open_storage(out_root)
+    report = {"input": source, "name": relative_name, "status": "ok",
+              "model": session.model, "dustspot_version": __version__, "errors": []}
+    try:
+        t0 = time.perf_counter()
+        storage, key = _source_location(source)
+        path = storage.local_path(key)
+        if path is not None:
+            read_time = 0.0
+            scan = read_scan(path, max_pixels=session.options.max_pixels)
+        else:
+            data = storage.read(key)
+            read_time = time.perf_counter() - t0
+            scan = read_scan(source, data, max_pixels=session.options.max_pixels)
+        decode_time = time.perf_counter() - t0 - read_time
+        seg = segment(scan.pixels, session)
+        t1 = time.perf_counter()
+        overlay = render_overlay(scan.pixels, seg.spots) if session.options.overlay else None
+        files = encode_outputs(seg.mask, seg.prob8 if session.options.prob else None, overlay)
+        encode_time = time.perf_counter() - t1
+        del scan
+        t2 = time.perf_counter()
+        written = {}
+        for suffix, data in files.items():
+            dest.write(stem + suffix, data)
+            written[suffix.strip(".").split(".")[0]] = stem + suffix
+        report.update(
+            size={"width": int(seg.mask.shape[1]), "height": int(seg.mask.shape[0])},
+            settings=_settings_for_report(session.options, seg),
+            outputs=written, spot_count=len(seg.spots),
+            dust_fraction=round(float(np.count_nonzero(seg.mask)) / seg.mask.size, 6),
+            spots=seg.spots)
+        timings = {"read": round(read_time, 4), "decode": round(decode_time, 4), **seg.timings,
+                   "encode": round(encode_time, 4), "write": round(time.perf_counter() - t2, 4)}
+        report["timings"] = timings
+        report["timings"]["total"] = round(time.perf_counter() - started, 4)
+        _write_report(dest, stem, report)
+        return report
+    except DustspotError as exc:
+        report.update(status="failed", errors=[str(exc)], settings=_settings_for_report(session.options, None))
+        try:
+            _write_report(dest, stem, report)
+        except DustspotError:
+            pass                         # the destination itself is the problem; raise the original
+        raise
+
+
+def _write_report(dest, stem: str, report: dict) -> None:
+    dest.write(stem + SUFFIX_REPORT, json.dumps(report, indent=1).encode())
+

@@ -1,0 +1,170 @@
+"""The model registry: versioned OpenVINO models in a folder (or, later, an S3 prefix).
+
+Layout (DESIGN.md):
+    <root>/<name>/<version>/model.xml, model.bin, manifest.json
+    <root>/<name>/latest            text file holding the version `latest` resolves to
+
+A model reference is one of:
+    "name"              -> name's latest version in the registry root
+    "name:version"      -> that version ("name:latest" is the same as "name")
+    a path to a version folder, or to a model.xml beside a manifest.json
+Loading verifies every file against the sha256 in the manifest, so a tampered or
+truncated model is refused before it is compiled.
+"""
+import datetime
+import hashlib
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+
+from . import defaults
+from .errors import ModelError
+
+MODEL_FILES = ("model.xml", "model.bin")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass
+class ModelHandle:
+    """A resolved, verified model: where its files are and what its manifest says."""
+    name: str
+    version: str
+    folder: str
+    manifest: dict
+
+    @property
+    def xml(self) -> str:
+        return os.path.join(self.folder, "model.xml")
+
+    @property
+    def sha256(self) -> str:
+        return self.manifest.get("files", {}).get("model.bin", "")
+
+    def describe(self) -> dict:
+        return {"name": self.name, "version": self.version, "sha256": self.sha256,
+                "precision": self.manifest.get("precision")}
+
+
+def sha256_of(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _check_name(kind: str, value: str) -> str:
+    if not _NAME.match(value or ""):
+        raise ModelError(f"invalid model {kind} {value!r}: use letters, digits, '.', '_', '-'")
+    return value
+
+
+def latest_version(root: str, name: str) -> str:
+    pointer = os.path.join(root, _check_name("name", name), "latest")
+    try:
+        with open(pointer) as f:
+            return _check_name("version", f.read().strip())
+    except FileNotFoundError:
+        raise ModelError(f"model {name!r} not found in registry {root} (no {pointer})") from None
+
+
+def _load_folder(folder: str, verify: bool) -> ModelHandle:
+    manifest_path = os.path.join(folder, "manifest.json")
+    try:
+        with open(manifest_path) as f:
+            manifest = json.load(f)
+    except FileNotFoundError:
+        raise ModelError(f"{folder}: no manifest.json") from None
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{manifest_path}: unreadable manifest ({exc})") from None
+    if verify:
+        expected = manifest.get("files", {})
+        for fname in MODEL_FILES:
+            path = os.path.join(folder, fname)
+            if fname not in expected:
+                raise ModelError(f"{manifest_path}: no sha256 for {fname}")
+            if not os.path.exists(path):
+                raise ModelError(f"{path}: missing")
+            if sha256_of(path) != expected[fname]:
+                raise ModelError(f"{path}: sha256 does not match the manifest (tampered or corrupt)")
+    return ModelHandle(manifest.get("name", os.path.basename(os.path.dirname(folder))),
+                       str(manifest.get("version", os.path.basename(folder))), folder, manifest)
+
+
+def resolve(ref: str | None = None, root: str | None = None, verify: bool = True) -> ModelHandle:
+    """Turn a model reference into a verified ModelHandle."""
+    ref = ref or defaults.MODEL
+    root = root or defaults.models_root()
+    if os.path.isdir(ref):
+        return _load_folder(os.path.abspath(ref), verify)
+    if ref.endswith(".xml") and os.path.isfile(ref):
+        return _load_folder(os.path.dirname(os.path.abspath(ref)), verify)
+    name, _, version = ref.partition(":")
+    _check_name("name", name)
+    if not version or version == "latest":
+        version = latest_version(root, name)
+    folder = os.path.join(root, name, _check_name("version", version))
+    if not os.path.isdir(folder):
+        raise ModelError(f"model {name}:{version} not found in registry {root}")
+    return _load_folder(folder, verify)
+
+
+def list_models(root: str | None = None) -> list[dict]:
+    """One row per version: name, version, precision, created, whether it is latest."""
+    root = root or defaults.models_root()
+    rows = []
+    for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+        folder = os.path.join(root, name)
+        if not os.path.isdir(folder) or not _NAME.match(name):
+            continue
+        try:
+            latest = latest_version(root, name)
+        except ModelError:
+            latest = None
+        for version in sorted(os.listdir(folder)):
+            if os.path.isfile(os.path.join(folder, version, "manifest.json")):
+                m = _load_folder(os.path.join(folder, version), verify=False).manifest
+                rows.append({"name": name, "version": version, "precision": m.get("precision"),
+                             "created": m.get("created"), "latest": version == latest})
+    return rows
+
+
+def promote(root: str, name: str, version: str) -> None:
+    """Point `latest` at a version (atomically: readers see the old or the new pointer)."""
+    folder = os.path.join(root, _check_name("name", name), _check_name("version", version))
+    if not os.path.isfile(os.path.join(folder, "manifest.json")):
+        raise ModelError(f"cannot promote {name}:{version}: not in registry {root}")
+    pointer = os.path.join(root, name, "latest")
+    tmp = pointer + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(version + "\n")
+    os.replace(tmp, pointer)
+
+
+def publish(root: str, name: str, version: str, model_xml: str, manifest: dict,
+            make_latest: bool = True) -> ModelHandle:
+    """Copy an IR (model.xml + its .bin) into the registry with a manifest of its hashes.
+
+    `manifest` carries the descriptive fields (architecture, input, precision, training,
+    metrics, parent...); name, version, created and files are filled in here.
+    """
+    folder = os.path.join(root, _check_name("name", name), _check_name("version", version))
+    if os.path.exists(folder):
+        raise ModelError(f"{name}:{version} already exists in {root}; versions are immutable")
+    staging = folder + ".partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(staging)
+    shutil.copyfile(model_xml, os.path.join(staging, "model.xml"))
+    shutil.copyfile(os.path.splitext(model_xml)[0] + ".bin", os.path.join(staging, "model.bin"))
+    full = dict(manifest)
+    full.update(name=name, version=version,
+                created=full.get("created") or datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                files={f: sha256_of(os.path.join(staging, f)) for f in MODEL_FILES})
+    with open(os.path.join(staging, "manifest.json"), "w") as f:
+        json.dump(full, f, indent=2, sort_keys=True)
+    os.rename(staging, folder)
+    if make_latest:
+        promote(root, name, version)
+    return _load_folder(folder, verify=True)
