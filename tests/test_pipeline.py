@@ -1,0 +1,108 @@
+"""The pipeline end to end on real files: outputs, sizes, report contents."""
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from shared.errors import ImageError
+from shared.pipeline import process_scan, working_shape, SegmentOptions
+from tests.conftest import textured
+from tests.scans import write, write_with_orientation
+
+
+@pytest.fixture
+def session(make_session):
+    return make_session("conv", tile=128, overlap=32, margin=8, working_size=256)
+
+
+def read_mask(path):
+    mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert mask is not None and mask.dtype == np.uint8 and mask.ndim == 2
+    assert set(np.unique(mask)) <= {0, 255}
+    return mask
+
+
+@pytest.mark.parametrize("kind", ["exif6", "tiff16", "gray", "rgba", "gray16"])
+def test_mask_has_the_displayed_size(tmp_path, session, kind):
+    src = tmp_path / "in"
+    src.mkdir()
+    if kind == "exif6":
+        path = write_with_orientation(src / "scan.jpg", textured(90, 160)[:, :, ::-1].copy(), 6)
+        displayed = (160, 90)
+    elif kind == "tiff16":
+        path, displayed = write(src / "scan.tif", textured(90, 160, dtype=np.uint16)), (90, 160)
+    elif kind == "gray":
+        path, displayed = write(src / "scan.png", textured(90, 160, channels=1)), (90, 160)
+    elif kind == "gray16":
+        path, displayed = write(src / "scan.png", textured(90, 160, channels=1, dtype=np.uint16)), (90, 160)
+    else:
+        rgba = np.dstack([textured(90, 160), np.full((90, 160), 100, np.uint8)])
+        path, displayed = write(src / "scan.png", rgba), (90, 160)
+    report = process_scan(path, str(tmp_path / "out"), os.path.basename(path), session)
+    mask = read_mask(tmp_path / "out" / "scan.mask.png")
+    assert mask.shape == displayed
+    assert report["size"] == {"width": displayed[1], "height": displayed[0]}
+    on_disk = json.loads((tmp_path / "out" / "scan.json").read_text())
+    assert on_disk["status"] == "ok" and on_disk["spot_count"] == len(on_disk["spots"])
+
+
+def test_report_and_optional_outputs(tmp_path, make_session):
+    session = make_session("identity", mode="native", tile=128, overlap=32, threshold=0.5,
+                           overlay=True, prob=True)
+    image = np.zeros((200, 300, 3), np.uint8)
+    image[20:30, 40:55] = 255            # two "spots" the identity model reports
+    image[150:152, 200:260] = 255
+    path = write(tmp_path / "two.png", image)
+    report = process_scan(path, str(tmp_path / "out"), "nested/two.png", session)
+    out = tmp_path / "out" / "nested"
+    assert sorted(os.listdir(out)) == ["two.json", "two.mask.png", "two.overlay.jpg", "two.prob.png"]
+    assert report["spot_count"] == 2
+    assert sorted(s["bbox"] for s in report["spots"]) == [[40, 20, 15, 10], [200, 150, 60, 2]]
+    assert report["model"]["name"] == "identity" and len(report["model"]["sha256"]) == 64
+    assert {"decode", "resize", "infer", "upsample", "threshold", "spots", "encode", "write", "total"} <= set(report["timings"])
+    assert report["settings"]["tile"] == 128 and report["settings"]["working_shape"] == [200, 300]
+    prob = cv2.imread(str(out / "two.prob.png"), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(prob, image[:, :, 0])
+    assert cv2.imread(str(out / "two.overlay.jpg")) is not None
+
+
+def test_upsampled_probabilities_give_smooth_edges(tmp_path, make_session):
+    """Working at 1/4 scale: the native mask of a disc is round, not made of 4x4 blocks."""
+    session = make_session("identity", mode="size", working_size=100, tile=64, overlap=16, threshold=0.5)
+    image = np.zeros((400, 400, 3), np.uint8)
+    cv2.circle(image, (200, 200), 80, (255, 255, 255), -1)
+    path = write(tmp_path / "disc.png", image)
+    process_scan(path, str(tmp_path / "out"), "disc.png", session)
+    mask = read_mask(tmp_path / "out" / "disc.mask.png")
+    truth = image[:, :, 0]
+    assert mask.shape == (400, 400)
+    assert np.mean(mask != truth) < 0.005        # blocky 4x4 upsampling would miss far more
+    rows = [np.flatnonzero(mask[y]) for y in range(125, 276, 10)]
+    widths = [r[-1] - r[0] for r in rows if len(r)]
+    assert len(set(w % 4 for w in widths)) > 1    # edges are not quantised to the working grid
+
+
+def test_failed_scan_writes_a_failed_report_and_raises(tmp_path, session):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff garbage")
+    with pytest.raises(ImageError):
+        process_scan(str(bad), str(tmp_path / "out"), "bad.jpg", session)
+    report = json.loads((tmp_path / "out" / "bad.json").read_text())
+    assert report["status"] == "failed" and "bad.jpg" in report["errors"][0]
+    assert not (tmp_path / "out" / "bad.mask.png").exists()
+
+
+def test_hostile_relative_name_is_refused(tmp_path, session):
+    from shared.errors import PathError
+    path = write(tmp_path / "ok.png", textured(40, 40))
+    with pytest.raises(PathError):
+        process_scan(path, str(tmp_path / "out"), "../escape.png", session)
+    assert not (tmp_path / "escape.mask.png").exists()
+
+
+@pytest.mark.parametrize("mode,size,expected", [("size", 2016, (1344, 2016)), ("square", 2016, (2016, 2016)),
+                                                ("native", None, (3000, 4500))])
+def test_working_shape_modes(mode, size, expected):
+    assert working_shape(3000, 4500, SegmentOptions(mode=mode, working_size=size)) == expected
