@@ -18,7 +18,7 @@ OVERLAP = 64
 TILE_MARGIN = 16
 THRESHOLD = 0.5
 MIN_SPOT_AREA = 1            # native pixels; smaller components are dropped
-BATCH = 4                    # tiles per inference request
+BATCH = 1                    # tiles per request; parallelism comes from several requests in flight
 
 # --- image input ----------------------------------------------------------------
 MAX_PIXELS = 300_000_000     # refused from the header, before decoding
