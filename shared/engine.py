@@ -80,45 +80,61 @@ class OpenVINOEngine(Engine):
             self.compiled = core.compile_model(model, settings.device, config)
         except Exception as exc:
             raise ModelError(f"{xml_path}: compile failed on {settings.device} ({exc})") from None
-        self.requests = max(1, self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        count = max(1, self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        self._requests = [self.compiled.create_infer_request() for _ in range(count)]
         self.info["inference_precision"] = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
-        self._ov = ov
 
     def infer(self, tiles, scale, on_output):
         """Fill batches from `tiles` ((index, HxW[xC] array) pairs), scale to [0, 1], infer.
 
-        Partial last batches are padded with zeros. Outputs are handed to `on_output` on
-        the calling thread's behalf by OpenVINO's callback (serialised by the GIL).
+        Several requests are kept in flight, round robin: while one runs, the next batch
+        is written straight into another request's input tensor (no extra copy). No Python
+        callbacks or Python objects are handed to OpenVINO: a callback or a shared numpy
+        array is released on an OpenVINO thread, which then needs the GIL while this
+        thread, holding it, waits in a destructor (a deadlock seen with AsyncInferQueue
+        callbacks and share_inputs). Partial last batches are padded with zeros.
         """
-        queue = self._ov.AsyncInferQueue(self.compiled, self.requests)
-        errors = []
+        pending = [None] * len(self._requests)       # tile indices each request carries
+        submitted = 0
 
-        def done(request, userdata):
-            indices, _batch = userdata        # the batch rides along: it must outlive the request
-            try:
-                probs = request.get_output_tensor(0).data
-                for slot, index in enumerate(indices):
-                    on_output(index, probs[slot, 0])
-            except Exception as exc:          # surfaced after wait_all
-                errors.append(exc)
+        def collect(slot):
+            request = self._requests[slot]
+            request.wait()
+            probs = request.get_output_tensor(0).data
+            for position, index in enumerate(pending[slot]):
+                on_output(index, probs[position, 0])
+            pending[slot] = None
 
-        queue.set_callback(done)
-        batch, indices = None, []
-        for index, pixels in tiles:
-            if batch is None:
-                batch = np.zeros((self.batch, self.tile, self.tile, self.channels), np.float32)
-            slot = batch[len(indices)]
-            src = pixels if pixels.ndim == 3 else pixels[:, :, None]
-            np.multiply(src, np.float32(scale), out=slot, casting="unsafe")
-            indices.append(index)
-            if len(indices) == self.batch:
-                queue.start_async(batch, (indices, batch), share_inputs=True)
-                batch, indices = None, []
-        if indices:
-            queue.start_async(batch, (indices, batch), share_inputs=True)
-        queue.wait_all()
-        if errors:
-            raise errors[0]
+        def batches():
+            indices, chunk = [], []
+            for index, pixels in tiles:
+                indices.append(index)
+                chunk.append(pixels)
+                if len(indices) == self.batch:
+                    yield indices, chunk
+                    indices, chunk = [], []
+            if indices:
+                yield indices, chunk
+
+        try:
+            for indices, chunk in batches():
+                slot = submitted % len(self._requests)
+                if pending[slot] is not None:
+                    collect(slot)
+                buffer = self._requests[slot].get_input_tensor(0).data
+                for position, pixels in enumerate(chunk):
+                    src = pixels if pixels.ndim == 3 else pixels[:, :, None]
+                    np.multiply(src, np.float32(scale), out=buffer[position], casting="unsafe")
+                buffer[len(chunk):] = 0
+                pending[slot] = indices
+                self._requests[slot].start_async()
+                submitted += 1
+            for k in range(submitted, submitted + len(self._requests)):   # oldest first
+                if pending[k % len(self._requests)] is not None:
+                    collect(k % len(self._requests))
+        finally:
+            for request in self._requests:              # never leave a request running
+                request.wait()
 
 
 def load_engine(model_ref: str | None = None, settings: EngineSettings | None = None,

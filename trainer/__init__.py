@@ -1,0 +1,1 @@
+"""dustspot trainer: synthetic data, training, export (imports torch; shared/ never imports this)."""

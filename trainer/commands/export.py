@@ -1,0 +1,23 @@
+"""`dustspot export`: a trained run -> OpenVINO IR (FP16) -> a registry version."""
+import click
+
+from .train import _command_line
+
+
+@click.command("export")
+@click.argument("source")
+@click.option("--registry", default=None, help="registry root (default: DUSTSPOT_MODELS or the bundled models/)")
+@click.option("--name", default=None, help="model name (default: the bundled model's name)")
+@click.option("--version", "version", required=True, help="new, immutable version string")
+@click.option("--latest/--no-latest", default=True, show_default=True, help="point `latest` at it")
+def export(source, registry, name, version, latest):
+    """Export SOURCE (a run folder or checkpoint file) and publish it."""
+    from shared import defaults
+    from .. import export as exporting
+    exporting.export(source, registry or defaults.models_root(), name or defaults.MODEL, version,
+                     command=_command_line("export"), make_latest=latest,
+                     echo=click.echo)
+
+
+if __name__ == "__main__":
+    export()

@@ -1,0 +1,53 @@
+"""`dustspot synth`: write synthetic dust image + mask pairs (deterministic for a seed)."""
+import os
+
+import click
+import cv2
+import numpy as np
+
+from .. import synth as generator
+
+
+@click.command("synth")
+@click.argument("backgrounds", nargs=-1, required=True)
+@click.option("--out", required=True, help="writes OUT/images/NNNNN.png and OUT/masks/NNNNN.png")
+@click.option("--count", default=100, show_default=True)
+@click.option("--size", default=256, show_default=True, help="tile side at working resolution")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--sprites", default=None, help="optional film-damage sprite folder")
+def synth(backgrounds, out, count, size, seed, sprites):
+    """Composite synthetic dust onto BACKGROUNDS (image files or folders)."""
+    paths = generator.load_backgrounds(backgrounds)
+    if not paths:
+        raise click.UsageError("no background images found")
+    bank = generator.SpriteBank(sprites) if sprites else None
+    for sub in ("images", "masks"):
+        os.makedirs(os.path.join(out, sub), exist_ok=True)
+    width = max(5, len(str(count - 1)))
+    cache, unreadable = {}, set()
+    with click.progressbar(range(count), label="synth") as bar:
+        for i in bar:
+            # one generator per sample: any sample can be regenerated alone from (seed, i)
+            rng = np.random.default_rng([seed, i])
+            bg = None
+            while bg is None:          # unreadable or tiny files are skipped, and remembered
+                path = paths[rng.integers(len(paths))]
+                if path in unreadable:
+                    continue
+                if path not in cache:
+                    cache.clear()      # keep one decoded background in memory
+                    cache[path] = generator.read_background(path)
+                bg = cache[path]
+                if bg is None:
+                    unreadable.add(path)
+                    if len(unreadable) == len(paths):
+                        raise click.ClickException("no readable background image")
+            image, mask = generator.make_sample(bg, rng, bank, size)
+            name = f"{i:0{width}d}.png"
+            cv2.imwrite(os.path.join(out, "images", name), image)
+            cv2.imwrite(os.path.join(out, "masks", name), mask)
+    click.echo(f"{count} samples from {len(paths)} backgrounds -> {out}")
+
+
+if __name__ == "__main__":
+    synth()

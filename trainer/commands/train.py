@@ -1,0 +1,54 @@
+"""`dustspot train`: train a dust segmentation network on synthetic tiles."""
+import sys
+
+import click
+
+from .. import settings
+
+ARCHITECTURES = ("unet", "unetplusplus")      # trainer.model.ARCHITECTURES, without importing torch
+
+
+def _command_line(name):
+    """The command as a user would type it, whether run as `dustspot NAME` or `python -m`."""
+    args = sys.argv[1:]
+    if not args or args[0] != name:
+        args = [name] + args
+    return " ".join(["dustspot"] + args)
+
+
+@click.command("train")
+@click.argument("backgrounds", nargs=-1, required=True)
+@click.option("--run", "run_dir", required=True, help="run folder: pools, checkpoints, metrics")
+@click.option("--sprites", default=None, help="optional film-damage sprite folder")
+@click.option("--size", "tile", default=settings.TILE, show_default=True, help="tile size")
+@click.option("--batch", default=settings.BATCH, show_default=True)
+@click.option("--steps", default=None, type=int, help="stop after this many steps")
+@click.option("--minutes", default=None, type=float, help="stop after this much training time")
+@click.option("--lr", default=settings.LR, show_default=True)
+@click.option("--arch", default=settings.ARCH, type=click.Choice(ARCHITECTURES), show_default=True)
+@click.option("--encoder", default=settings.ENCODER, show_default=True)
+@click.option("--decoder-channels", default=",".join(map(str, settings.DECODER_CHANNELS)), show_default=True)
+@click.option("--pool", default=settings.POOL, show_default=True, help="training tiles to generate")
+@click.option("--valid-pool", default=settings.VALID_POOL, show_default=True)
+@click.option("--threads", default=settings.THREADS, show_default=True, help="torch threads")
+@click.option("--workers", default=settings.WORKERS, show_default=True, help="tile generator processes")
+@click.option("--seed", default=settings.SEED, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
+@click.option("--amp/--no-amp", default=True, show_default=True, help="bf16 autocast")
+@click.option("--resume", is_flag=True, help="continue from RUN/checkpoint.pt")
+@click.option("--checkpoint-minutes", default=settings.CHECKPOINT_MINUTES, show_default=True)
+@click.option("--eval-minutes", default=settings.EVAL_MINUTES, show_default=True)
+def train(backgrounds, run_dir, sprites, tile, batch, steps, minutes, lr, arch, encoder,
+          decoder_channels, pool, valid_pool, threads, workers, seed, device, amp, resume,
+          checkpoint_minutes, eval_minutes):
+    """Train on synthetic dust composited onto BACKGROUNDS (image files or folders)."""
+    from .. import train as training          # torch: only when the command runs
+    decoder = tuple(int(c) for c in decoder_channels.split(","))
+    training.train(run_dir, backgrounds, sprites, tile, batch, steps, minutes, lr, arch, encoder,
+                   decoder, pool, valid_pool, threads, workers, seed, device, amp, resume,
+                   checkpoint_minutes, eval_minutes, command=_command_line("train"),
+                   echo=click.echo)
+
+
+if __name__ == "__main__":
+    train()

@@ -1,0 +1,127 @@
+"""Trained network -> OpenVINO IR (FP16 weights) -> a version in the model registry.
+
+The exported graph takes float32 NCHW BGR in [0, 1] (normalisation is inside DustNet)
+and returns sigmoid probabilities [N, 1, H, W]; N, H and W are dynamic (H, W multiples of 32).
+"""
+import json
+import os
+import tempfile
+
+import numpy as np
+import torch
+
+from . import model as models
+
+EXAMPLE_SIZE = 256
+CHECK_SIZE = 512             # the IR is compiled and run once at this size before publishing
+
+
+def load_checkpoint(path):
+    """A run folder (its model.pt, else checkpoint.pt) or a checkpoint file -> (net, state, run)."""
+    if os.path.isdir(path):
+        run = path
+        for name in ("model.pt", "checkpoint.pt"):
+            if os.path.exists(os.path.join(path, name)):
+                path = os.path.join(path, name)
+                break
+        else:
+            raise FileNotFoundError(f"{run}: no model.pt or checkpoint.pt")
+    else:
+        run = os.path.dirname(os.path.abspath(path))
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    net = models.build(state["config"]["spec"])
+    net.load_state_dict(state["model"])
+    net.eval()
+    return net, state, run
+
+
+def to_ir(net, xml_path, fp16=True):
+    """Convert with dynamic batch and spatial size; returns the xml path."""
+    import openvino as ov
+    wrapped = models.Probabilities(net).eval()
+    example = torch.rand(1, 3, EXAMPLE_SIZE, EXAMPLE_SIZE)
+    with torch.no_grad():
+        ov_model = ov.convert_model(wrapped, example_input=example,
+                                    input=[ov.PartialShape([-1, 3, -1, -1])])
+    ov_model.inputs[0].get_tensor().set_names({"image"})
+    ov_model.outputs[0].get_tensor().set_names({"probability"})
+    ov.save_model(ov_model, xml_path, compress_to_fp16=fp16)
+    return xml_path
+
+
+def check_ir(xml_path, net=None, size=CHECK_SIZE):
+    """Compile and run the IR on a 1x3xSxS input; compare with torch when given. Returns max |diff|."""
+    import openvino as ov
+    core = ov.Core()
+    compiled = core.compile_model(xml_path, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    x = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
+    out = compiled(x)[0]
+    if out.shape != (1, 1, size, size):
+        raise RuntimeError(f"IR output shape {out.shape}, expected (1, 1, {size}, {size})")
+    if not np.isfinite(out).all() or out.min() < 0 or out.max() > 1:
+        raise RuntimeError("IR output is not a probability map")
+    if net is None:
+        return None
+    with torch.no_grad():
+        ref = torch.sigmoid(net(torch.from_numpy(x))).numpy()
+    return float(np.abs(ref - out).max())
+
+
+def manifest_fields(state, run, net, command):
+    cfg = state["config"]
+    summary = state.get("summary")
+    if summary is None and os.path.exists(os.path.join(run, "final.json")):
+        with open(os.path.join(run, "final.json")) as f:
+            summary = json.load(f)
+    summary = summary or {}
+    valid = summary.get("valid", {})
+    train_command = cfg.get("command") or ""
+    if train_command.startswith("dustspot ") and not train_command.startswith("dustspot train"):
+        # runs started with `python -m trainer.commands.train` before _command_line existed
+        train_command = "dustspot train " + train_command[len("dustspot "):]
+    data = cfg.get("data", {})
+    return {
+        "architecture": {"family": models.ARCHITECTURES[cfg["spec"]["arch"]]["family"],
+                         "encoder": cfg["spec"]["encoder"],
+                         "decoder_channels": cfg["spec"]["decoder_channels"],
+                         "params": models.count_params(net)},
+        "input": {"layout": "NCHW", "channels": "BGR", "range": [0, 1], "tile": cfg["tile"],
+                  "multiple_of": models.MULTIPLE_OF},
+        "output": "probability",
+        "recommended": {"mode": "size", "working_size": cfg.get("working_size", 2016),
+                        "threshold": float(valid.get("threshold", 0.5))},
+        "precision": "fp16",
+        "training": {"command": train_command, "export_command": command,
+                     "data": {"kind": "synthetic dust (trainer.synth) composited on clean photos",
+                              "background_sources": cfg.get("backgrounds"),
+                              "sprites": cfg.get("sprites"),
+                              "train_tiles": cfg.get("pool"), "valid_tiles": cfg.get("valid_pool"),
+                              **{k: v for k, v in data.items() if k != "valid_background_files"}},
+                     "loss": cfg.get("loss"), "optimizer": cfg.get("optimizer"),
+                     "batch": cfg.get("batch"), "steps": summary.get("step"),
+                     "minutes": summary.get("minutes"), "tiles_seen": summary.get("tiles_seen"),
+                     "tiles_per_s": summary.get("tiles_per_s"), "seed": cfg.get("seed"),
+                     "threads": cfg.get("threads"), "amp": "bf16" if cfg.get("amp") else None},
+        "metrics": {"heldout_synthetic": {
+            "tiles": cfg.get("valid_pool"),
+            "threshold": valid.get("threshold"),
+            "pixel_dice": valid.get("dice"), "pixel_precision": valid.get("precision"),
+            "pixel_recall": valid.get("recall"), "object_recall": valid.get("object_recall"),
+            "object_precision": valid.get("object_precision")}},
+        "parent": None,
+    }
+
+
+def export(source, registry, name, version, command=None, make_latest=True, echo=print):
+    """Convert SOURCE (run folder or checkpoint) and publish it as name:version in registry."""
+    from shared import registry as reg
+    net, state, run = load_checkpoint(source)
+    fields = manifest_fields(state, run, net, command)
+    with tempfile.TemporaryDirectory() as tmp:
+        xml = to_ir(net, os.path.join(tmp, "model.xml"))
+        diff = check_ir(xml, net)
+        echo(f"IR check: 1x3x{CHECK_SIZE}x{CHECK_SIZE} ok, max |ov - torch| = {diff:.4f}")
+        fields["export_check"] = {"size": CHECK_SIZE, "max_abs_diff_vs_torch": diff}
+        handle = reg.publish(registry, name, version, xml, fields, make_latest=make_latest)
+    echo(f"published {name}:{version} -> {handle.folder}")
+    return handle

@@ -1,0 +1,497 @@
+"""Synthetic film dust: composite artefacts onto clean photos, return image + mask.
+
+numpy + OpenCV only (no torch): a worker install can import this module.
+
+How one sample is made (why: the model runs on a *working* image whose long side is
+shared.defaults.WORKING_SIZE, so dust must look the way it looks after a real scan has
+been downsized to that size):
+
+1. Pretend the background is a film scan whose long side is NATIVE_LONG (3000-6000 px).
+   Cut the region that becomes one out_size working tile, at that native scale.
+2. Composite dust at native scale, sized like real 35 mm dust (sizes quoted for a
+   ~5000 px wide scan, scaled by native_long / 5000), plus unlabelled hard negatives
+   (stars, highlights, scene blobs, text) and film grain.
+3. Downsize image and dust coverage with INTER_AREA to out_size; a working pixel is
+   dust where at least MASK_COVERAGE of its area is covered.  0.25 (not 0.5) so that
+   specks of ~1 working pixel survive as targets: sub-8 px spots are the known misses.
+4. Sometimes blur, sometimes JPEG re-compress.
+
+Dust that changes luminance by less than VISIBLE_MIN (of 255) on average is composited
+but not labelled: realdust-dev marks such dust as don't-care (< 10), and asking the
+model to find dust it cannot see teaches it to hallucinate in dark areas.
+"""
+import os
+
+import cv2
+import numpy as np
+
+# --- geometry -----------------------------------------------------------------------
+WORKING_SIZE = 2016                 # long side of the working image (shared.defaults)
+NATIVE_LONG = (3000, 6000)          # simulated scan long side, px
+REFERENCE_LONG = 5000               # the scan width the real dust statistics refer to
+SCENE_ZOOM = (0.6, 1.6)             # extra scale jitter of the scene content
+FRAME_ASPECT = 1.5                  # 35 mm frame: 3:2
+MASK_COVERAGE = 0.25                # area fraction that makes a working pixel "dust"
+VISIBLE_MIN = 8.0                   # mean |delta luminance| below which dust is unlabelled
+
+# --- counts (per full frame; scaled by the tile's share of the frame) ----------------
+SPECKS_PER_FRAME = (200, 2200)      # log-uniform; real film: 250-1,300 specks
+HAIRS_PER_FRAME = (15, 300)         # hairs and fibres, log-uniform
+CLUSTERS_PER_FRAME = (5, 120)       # dirt clusters
+SCRATCH_PROB = 0.15                 # chance a tile has 1-3 scratches
+SPRITES_PER_TILE = 0.8              # Poisson mean, when a sprite folder is given
+EMPTY_PROB = 0.08                   # tiles with no dust at all
+
+# --- sizes (native px at REFERENCE_LONG) ---------------------------------------------
+SPECK_MEDIAN = 10.0                 # real film: median extent 9-11 px
+SPECK_SIGMA = 0.85                  # lognormal: 90th percentile ~30 px
+SPECK_RANGE = (1.5, 140.0)
+SIZE_JITTER = (0.8, 1.4)            # per-sample multiplier of the size scale
+
+# --- appearance -----------------------------------------------------------------------
+DARK_PROB = 0.65                    # dark dust (positives) vs bright dust (negatives)
+FAINT_PROB = 0.25                   # share of low-opacity dust
+GRAIN_SIGMA = (1.0, 7.0)            # film grain std, of 255
+BLUR_PROB = 0.25
+JPEG_PROB = 0.3
+JPEG_QUALITY = (55, 95)
+
+# --- hard negatives (never labelled) -------------------------------------------------
+STARFIELD_PROB = 0.15               # tiles full of stars
+HIGHLIGHT_PROB = 0.35
+SCENE_BLOB_PROB = 0.45
+TEXT_PROB = 0.1
+TEXTURE_PROB = 0.15
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
+# The evaluation set's photos (realdust-dev and its held-out twin) come from these
+# wallpapers: training on them would make the figures lie.
+EXCLUDED_NAMES = ("Path", "Autumn", "ColorfulCups", "MilkyWay")
+SPRITE_KINDS = ("dirt", "dots", "hair", "hair-short", "lint", "scratches", "smut", "spots",
+                "sprinkles", "stain")
+# Sprite scale ranges (x size scale): blobby kinds are drawn much larger than real specks.
+SPRITE_SCALE = {"dots": (0.05, 0.25), "smut": (0.05, 0.25), "stain": (0.04, 0.2),
+                "hair": (0.4, 1.3), "hair-short": (0.4, 1.3), "lint": (0.3, 1.0),
+                "scratches": (0.6, 1.4), "spots": (0.6, 1.4), "dirt": (0.5, 1.3),
+                "sprinkles": (0.3, 0.9)}
+SPRITE_WEIGHTS = {"dirt": 1.0, "dots": 0.8, "hair": 1.5, "hair-short": 1.5, "lint": 1.0,
+                  "scratches": 0.6, "smut": 0.8, "spots": 1.5, "sprinkles": 0.5, "stain": 0.3}
+
+
+# ====================================================================================
+# inputs
+# ====================================================================================
+def _excluded(path: str) -> bool:
+    parts = os.path.normpath(path).split(os.sep)
+    return any(name in part for part in parts for name in EXCLUDED_NAMES)
+
+
+def load_backgrounds(paths) -> list:
+    """Image files under the given files/folders (recursive), sorted, evaluation photos removed."""
+    found = []
+    for p in paths:
+        if os.path.isdir(p):
+            for dirpath, _, files in os.walk(p):
+                found += [os.path.join(dirpath, f) for f in files]
+        elif os.path.isfile(p):
+            found.append(p)
+    keep = [f for f in found if f.lower().endswith(IMAGE_EXTENSIONS) and not _excluded(f)]
+    return sorted(set(keep))
+
+
+def read_background(path: str, max_long: int = 6144):
+    """Decode a background as 8-bit BGR (gray and 16-bit inputs converted); None if unreadable."""
+    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        return None
+    if img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    if img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    elif img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    if min(img.shape[:2]) < 64:
+        return None
+    scale = max_long / max(img.shape[:2])
+    if scale < 1:
+        img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    return img
+
+
+class SpriteBank:
+    """Alpha masks of the film-damage sprites, loaded on first use and kept cropped."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+        self.files = {}
+        for kind in SPRITE_KINDS:
+            sub = os.path.join(folder, kind)
+            if os.path.isdir(sub):
+                names = sorted(f for f in os.listdir(sub) if f.lower().endswith(".png"))
+                if names:
+                    self.files[kind] = [os.path.join(sub, f) for f in names]
+        if not self.files:
+            raise ValueError(f"{folder}: no sprite kind folders ({', '.join(SPRITE_KINDS)})")
+        self.kinds = sorted(self.files)
+        w = np.array([SPRITE_WEIGHTS.get(k, 1.0) for k in self.kinds])
+        self.weights = w / w.sum()
+        self._cache = {}
+
+    def __len__(self):
+        return sum(len(v) for v in self.files.values())
+
+    def alpha(self, path: str):
+        if path not in self._cache:
+            img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+            if img is None or img.ndim != 3 or img.shape[2] != 4:
+                a = np.zeros((1, 1), np.float32)
+            else:
+                a = img[..., 3].astype(np.float32) / 255.0
+                ys, xs = np.nonzero(a > 0.02)
+                if len(ys):
+                    a = a[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+            self._cache[path] = np.ascontiguousarray(a)
+        return self._cache[path]
+
+    def pick(self, rng):
+        kind = self.kinds[rng.choice(len(self.kinds), p=self.weights)]
+        files = self.files[kind]
+        return kind, self.alpha(files[rng.integers(len(files))])
+
+
+# ====================================================================================
+# shapes: each returns a float32 alpha patch in [0, 1] at native pixels
+# ====================================================================================
+def _soften(a, sigma):
+    if sigma > 0.15:
+        k = int(2 * round(3 * sigma) + 1)
+        a = cv2.GaussianBlur(a, (k, k), sigma)
+    return a
+
+
+def shape_speck(rng, extent):
+    """Round-ish or irregular speck of the given extent (px), soft edge."""
+    pad = 3
+    size = int(np.ceil(extent)) + 2 * pad
+    up = 4                                   # supersample: sub-pixel specks stay round
+    canvas = np.zeros((size * up, size * up), np.uint8)
+    c = size * up / 2
+    if rng.random() < 0.45 or extent < 4:    # ellipse
+        ax = extent * up / 2 * rng.uniform(0.55, 1.0)
+        ay = ax * rng.uniform(0.5, 1.0)
+        cv2.ellipse(canvas, (int(c), int(c)), (max(1, int(ax)), max(1, int(ay))),
+                    rng.uniform(0, 180), 0, 360, 255, -1, cv2.LINE_AA)
+    else:                                    # irregular: a few overlapping lobes / polygon
+        n = rng.integers(5, 12)
+        ang = np.sort(rng.uniform(0, 2 * np.pi, n))
+        rad = extent * up / 2 * rng.uniform(0.35, 1.0, n)
+        pts = np.stack([c + rad * np.cos(ang), c + rad * np.sin(ang)], 1).astype(np.int32)
+        cv2.fillPoly(canvas, [pts], 255, cv2.LINE_AA)
+        for _ in range(rng.integers(0, 3)):
+            r = extent * up * rng.uniform(0.1, 0.3)
+            o = rng.uniform(-0.3, 0.3, 2) * extent * up
+            cv2.circle(canvas, (int(c + o[0]), int(c + o[1])), max(1, int(r)), 255, -1, cv2.LINE_AA)
+    a = cv2.resize(canvas, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+    return _soften(a, rng.uniform(0.0, 0.5) * (1 + extent / 30))
+
+
+def shape_cluster(rng, extent):
+    """Dirt cluster: many tiny specks scattered around a centre."""
+    span = extent * rng.uniform(2, 5)
+    size = int(span) + 8
+    a = np.zeros((size, size), np.float32)
+    for _ in range(rng.integers(4, 25)):
+        e = max(1.2, extent * rng.uniform(0.15, 0.6))
+        s = shape_speck(rng, e)
+        y, x = (rng.normal(0.5, 0.18, 2) * (size - s.shape[0])).clip(0, size - s.shape[0]).astype(int)
+        sub = a[y:y + s.shape[0], x:x + s.shape[1]]
+        np.maximum(sub, s[:sub.shape[0], :sub.shape[1]], out=sub)
+    return a
+
+
+def _curve_points(rng, length, curl):
+    """A random smooth curve of roughly `length` px: a cubic Bezier plus a random walk."""
+    p0 = np.zeros(2)
+    d = rng.uniform(0, 2 * np.pi)
+    p3 = p0 + length * np.array([np.cos(d), np.sin(d)]) * rng.uniform(0.6, 1.0)
+    p1 = p0 + (p3 - p0) / 3 + rng.normal(0, curl * length, 2)
+    p2 = p0 + 2 * (p3 - p0) / 3 + rng.normal(0, curl * length, 2)
+    n = max(8, int(length / 2))
+    t = np.linspace(0, 1, n)[:, None]
+    pts = ((1 - t) ** 3) * p0 + 3 * ((1 - t) ** 2) * t * p1 + 3 * (1 - t) * t ** 2 * p2 + t ** 3 * p3
+    pts += np.cumsum(rng.normal(0, 0.15, (n, 2)), 0)
+    return pts
+
+
+def shape_line(rng, length, width, curl, taper=True):
+    """Hair / fibre / scratch: an anti-aliased polyline with sub-pixel width."""
+    pts = _curve_points(rng, length, curl)
+    pad = int(width) + 4
+    pts = pts - pts.min(0) + pad
+    h, w = (pts.max(0) + pad).astype(int)[::-1]
+    up = 2
+    canvas = np.zeros((h * up, w * up), np.uint8)
+    thick = max(1, int(round(width * up)))
+    ipts = (pts * up * 16).astype(np.int32)       # shift=4: 1/16 px precision
+    if taper and len(ipts) > 6:
+        k = len(ipts) // 3
+        cv2.polylines(canvas, [ipts[k:2 * k + 1]], False, 255, thick, cv2.LINE_AA, 4)
+        t2 = max(1, thick - 1) if thick > 1 else 1
+        cv2.polylines(canvas, [ipts[:k + 1]], False, 255, t2, cv2.LINE_AA, 4)
+        cv2.polylines(canvas, [ipts[2 * k:]], False, 255, t2, cv2.LINE_AA, 4)
+    else:
+        cv2.polylines(canvas, [ipts], False, 255, thick, cv2.LINE_AA, 4)
+    a = cv2.resize(canvas, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+    if width * up < 1:
+        a *= width * up                           # thinner than a pixel: fainter, not thicker
+    return a
+
+
+def shape_sprite(rng, sprites, scale):
+    kind, a = sprites.pick(rng)
+    lo, hi = SPRITE_SCALE.get(kind, (0.4, 1.2))
+    f = rng.uniform(lo, hi) * scale
+    h, w = a.shape
+    nh, nw = max(1, int(round(h * f))), max(1, int(round(w * f)))
+    a = cv2.resize(a, (nw, nh), interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+    k = rng.integers(4)
+    a = np.rot90(a, k)
+    if rng.random() < 0.5:
+        a = a[:, ::-1]
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+# ====================================================================================
+# compositing
+# ====================================================================================
+def _luma(img):
+    return img[..., 0] * 0.114 + img[..., 1] * 0.587 + img[..., 2] * 0.299
+
+
+class _Canvas:
+    """The native-scale image being dirtied, and the coverage of visible (labelled) dust."""
+
+    def __init__(self, img):
+        self.img = img                                    # float32 BGR 0..255
+        self.h, self.w = img.shape[:2]
+        self.cover = np.zeros((self.h, self.w), np.float32)
+
+    def place(self, alpha, y, x):
+        """Clip a patch placed with top-left (y, x) to the canvas; return slices or None."""
+        ph, pw = alpha.shape
+        y0, x0 = max(0, y), max(0, x)
+        y1, x1 = min(self.h, y + ph), min(self.w, x + pw)
+        if y1 <= y0 or x1 <= x0:
+            return None
+        return (slice(y0, y1), slice(x0, x1)), alpha[y0 - y:y1 - y, x0 - x:x1 - x]
+
+    def dust(self, alpha, y, x, tone, opacity, label=True, polarity=0):
+        """Lerp towards `tone` (BGR) by alpha*opacity; label it when the change is visible.
+
+        polarity -1: dust only darkens (it blocks light: black dust on a black sky is
+        invisible, not grey); +1: only brightens; 0: plain lerp (scene content)."""
+        placed = self.place(alpha, y, x)
+        if placed is None:
+            return
+        sl, a = placed
+        roi = self.img[sl]
+        before = _luma(roi)
+        aa = (a * opacity)[..., None]
+        target = np.asarray(tone, np.float32)
+        if polarity < 0:
+            target = np.minimum(target, roi)
+        elif polarity > 0:
+            target = np.maximum(target, roi)
+        roi += (target - roi) * aa
+        if not label:
+            return
+        core = a >= 0.5
+        if not core.any():
+            return
+        change = np.abs(_luma(roi) - before)[core].mean()
+        if change >= VISIBLE_MIN:
+            np.maximum(self.cover[sl], core.astype(np.float32), out=self.cover[sl])
+
+
+def _dust_tone(rng, dark):
+    if dark:      # dust blocks light: near-black, slightly warm or neutral
+        v = rng.uniform(0, 45)
+        return np.clip(v + rng.normal(0, 5, 3), 0, 255)
+    v = rng.uniform(215, 255)
+    return np.clip(v + rng.normal(0, 5, 3), 0, 255)
+
+
+def _opacity(rng):
+    if rng.random() < FAINT_PROB:
+        return rng.uniform(0.12, 0.55)
+    return rng.uniform(0.6, 1.0)
+
+
+def _log_uniform(rng, lo, hi):
+    return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+
+
+def _random_pos(rng, canvas, patch):
+    ph, pw = patch.shape
+    return int(rng.integers(-ph // 2, canvas.h - ph // 2 + 1)), int(rng.integers(-pw // 2, canvas.w - pw // 2 + 1))
+
+
+def _add_dust(rng, cv, sprites, scale, frac, dark):
+    """All labelled artefacts of one tile."""
+    specks = rng.poisson(_log_uniform(rng, *SPECKS_PER_FRAME) * frac)
+    hairs = rng.poisson(_log_uniform(rng, *HAIRS_PER_FRAME) * frac)
+    clusters = rng.poisson(_log_uniform(rng, *CLUSTERS_PER_FRAME) * frac)
+    scratches = rng.integers(1, 4) if rng.random() < SCRATCH_PROB else 0
+    n_sprites = rng.poisson(SPRITES_PER_TILE) if sprites is not None else 0
+    # one sample-wide tone family keeps a "film" consistent; a few opposite-polarity items
+    # (scratches through the base, bright lint) keep the model from relying on it entirely
+    for _ in range(specks):
+        e = np.clip(rng.lognormal(np.log(SPECK_MEDIAN), SPECK_SIGMA), *SPECK_RANGE) * scale
+        a = shape_speck(rng, max(1.0, e))
+        cv.dust(a, *_random_pos(rng, cv, a), _dust_tone(rng, dark), _opacity(rng), polarity=-1 if dark else 1)
+    for _ in range(clusters):
+        e = np.clip(rng.lognormal(np.log(SPECK_MEDIAN * 0.6), 0.5), 2, 40) * scale
+        a = shape_cluster(rng, max(1.5, e))
+        cv.dust(a, *_random_pos(rng, cv, a), _dust_tone(rng, dark), _opacity(rng), polarity=-1 if dark else 1)
+    for _ in range(hairs):
+        if rng.random() < 0.55:      # short fibre
+            length, width, curl = rng.uniform(15, 150), rng.uniform(0.8, 3.0), 0.25
+        else:                        # hair, up to very long
+            length, width, curl = _log_uniform(rng, 80, 1500), rng.uniform(1.0, 5.0), 0.3
+        a = shape_line(rng, length * scale, max(0.4, width * scale), curl)
+        cv.dust(a, *_random_pos(rng, cv, a), _dust_tone(rng, dark), _opacity(rng), polarity=-1 if dark else 1)
+    for _ in range(scratches):
+        length = max(cv.h, cv.w) * rng.uniform(0.5, 1.5)
+        a = shape_line(rng, length, max(0.5, rng.uniform(0.6, 3.0) * scale), 0.03, taper=False)
+        polarity = dark if rng.random() < 0.7 else not dark
+        cv.dust(a, *_random_pos(rng, cv, a), _dust_tone(rng, polarity), _opacity(rng), polarity=-1 if polarity else 1)
+    for _ in range(n_sprites):
+        a = shape_sprite(rng, sprites, scale)
+        cv.dust(a, *_random_pos(rng, cv, a), _dust_tone(rng, dark), _opacity(rng), polarity=-1 if dark else 1)
+
+
+def _gauss_spot(sigma_y, sigma_x, angle):
+    r = int(np.ceil(3 * max(sigma_x, sigma_y))) + 1
+    yy, xx = np.mgrid[-r:r + 1, -r:r + 1].astype(np.float32)
+    c, s = np.cos(angle), np.sin(angle)
+    u, v = c * xx + s * yy, -s * xx + c * yy
+    return np.exp(-0.5 * ((u / sigma_x) ** 2 + (v / sigma_y) ** 2)).astype(np.float32)
+
+
+def _add_hard_negatives(rng, cv, scale, dark):
+    """Scene content that looks dust-like but is not: composited, never labelled."""
+    luma = _luma(cv.img)
+    if rng.random() < STARFIELD_PROB * (1.0 if dark else 0.5):
+        # stars: gaussian points, brightest on dark sky; sizes ~ a few native px
+        n = int(_log_uniform(rng, 10, 400) * (cv.h * cv.w) / 500_000)
+        for _ in range(n):
+            s = rng.uniform(0.5, 2.2) * scale
+            a = _gauss_spot(s, s * rng.uniform(0.8, 1.2), 0)
+            y, x = _random_pos(rng, cv, a)
+            tint = np.clip(rng.uniform(180, 255) + rng.normal(0, 20, 3), 0, 255)
+            cv.dust(a, y, x, tint, rng.uniform(0.3, 1.0), label=False)
+        if rng.random() < 0.5:      # faint nebula / sky glow
+            glow = cv2.GaussianBlur(rng.random((cv.h // 16 + 1, cv.w // 16 + 1)).astype(np.float32), (0, 0), 2)
+            glow = cv2.resize(glow, (cv.w, cv.h))
+            cv.img += (glow[..., None] * rng.uniform(0, 25)) * (luma[..., None] < 90)
+    if rng.random() < HIGHLIGHT_PROB:
+        # specular glints: small bright soft blobs, often elongated, on any tone
+        for _ in range(rng.integers(1, 25)):
+            s = rng.uniform(0.8, 5) * scale
+            a = _gauss_spot(s, s * rng.uniform(1, 3), rng.uniform(0, np.pi))
+            a = np.clip(a * rng.uniform(1, 2.5), 0, 1)
+            cv.dust(a, *_random_pos(rng, cv, a), np.full(3, rng.uniform(220, 255)),
+                    rng.uniform(0.4, 1.0), label=False)
+    if rng.random() < SCENE_BLOB_PROB:
+        # seeds, pebbles, leaves' spots: coloured like the scene, softer, low contrast
+        for _ in range(rng.integers(3, 60)):
+            e = np.clip(rng.lognormal(np.log(8), 0.6), 2, 40) * scale
+            a = _soften(shape_speck(rng, e), rng.uniform(0.6, 2.0) * scale)
+            y, x = _random_pos(rng, cv, a)
+            yc, xc = np.clip([y + a.shape[0] // 2, x + a.shape[1] // 2], 0, [cv.h - 1, cv.w - 1])
+            base = cv.img[yc, xc]
+            tone = np.clip(base * rng.uniform(0.5, 1.5) + rng.normal(0, 25, 3), 0, 255)
+            cv.dust(a, y, x, tone, rng.uniform(0.3, 0.8), label=False)
+    if rng.random() < TEXTURE_PROB:
+        # fine texture (gravel, foliage, fabric): band-passed noise modulating a region
+        n = rng.standard_normal((cv.h, cv.w)).astype(np.float32)
+        s = rng.uniform(0.6, 1.8) * scale
+        tex = cv2.GaussianBlur(n, (0, 0), s) - cv2.GaussianBlur(n, (0, 0), s * 3)
+        region = cv2.GaussianBlur((rng.random((8, 8)) > 0.5).astype(np.float32), (0, 0), 1.5)
+        region = cv2.resize(region, (cv.w, cv.h))
+        cv.img += (tex * region * rng.uniform(20, 60) / (tex.std() + 1e-6) / 3)[..., None]
+    if rng.random() < TEXT_PROB:
+        for _ in range(rng.integers(1, 4)):
+            words = "".join(rng.choice(list("ABCDEFGHKLMNOPRSTUVXYZ0123456789 .:-"), rng.integers(3, 14)))
+            font = int(rng.choice([0, 1, 2, 3, 4, 6, 7]))
+            fs = rng.uniform(0.3, 1.6) * scale * 2
+            color = rng.uniform(0, 60, 3) if rng.random() < 0.5 else rng.uniform(190, 255, 3)
+            org = (int(rng.integers(0, cv.w)), int(rng.integers(0, cv.h)))
+            layer = np.zeros((cv.h, cv.w), np.uint8)          # putText wants 8-bit images
+            cv2.putText(layer, words, org, font, fs, 255, max(1, int(fs * 1.5)), cv2.LINE_AA)
+            cv.dust(layer.astype(np.float32) / 255, 0, 0, color, rng.uniform(0.5, 1.0), label=False)
+
+
+def _grain(rng, img, scale):
+    """Film grain: luminance-weighted, slightly clumped noise, mostly monochrome."""
+    sigma = rng.uniform(*GRAIN_SIGMA)
+    h, w = img.shape[:2]
+    mono = rng.standard_normal((h, w)).astype(np.float32)
+    colour = rng.standard_normal((h, w, 3)).astype(np.float32) * rng.uniform(0, 0.5)
+    n = mono[..., None] + colour
+    clump = rng.uniform(0.3, 1.2) * scale
+    n = cv2.GaussianBlur(n, (0, 0), clump) * (1 + clump)   # keep the std roughly constant
+    mid = 1.0 - 0.6 * np.abs(_luma(img) / 127.5 - 1)[..., None]  # most visible in mid-tones
+    img += n * sigma * mid
+
+
+def _crop(rng, bg, out_size, native_long):
+    """The background region that becomes one working tile, resized to native pixels."""
+    h, w = bg.shape[:2]
+    long_side = max(h, w) * rng.uniform(*SCENE_ZOOM)
+    side_bg = int(round(out_size * long_side / WORKING_SIZE))
+    side_bg = int(np.clip(side_bg, 16, min(h, w)))
+    y = int(rng.integers(0, h - side_bg + 1))
+    x = int(rng.integers(0, w - side_bg + 1))
+    patch = bg[y:y + side_bg, x:x + side_bg]
+    side_native = int(round(out_size * native_long / WORKING_SIZE))
+    interp = cv2.INTER_AREA if side_native < side_bg else cv2.INTER_CUBIC
+    patch = cv2.resize(patch, (side_native, side_native), interpolation=interp)
+    k = rng.integers(4)
+    patch = np.rot90(patch, k)
+    if rng.random() < 0.5:
+        patch = patch[:, ::-1]
+    return np.ascontiguousarray(patch).astype(np.float32)
+
+
+def make_sample(background_bgr_uint8, rng: np.random.Generator, sprites=None, out_size: int = 256):
+    """One synthetic training tile: (image BGR uint8 [S,S,3], mask uint8 [S,S] 0/255)."""
+    native_long = rng.uniform(*NATIVE_LONG)
+    scale = native_long / REFERENCE_LONG * rng.uniform(*SIZE_JITTER)
+    img = _crop(rng, background_bgr_uint8, out_size, native_long)
+    # exposure / contrast jitter: film scans range from flat to punchy
+    img = (img - 128) * rng.uniform(0.7, 1.25) + 128 + rng.normal(0, 12)
+    img = np.clip(img, 0, 255)
+    cv = _Canvas(img)
+    dark = rng.random() < DARK_PROB
+    _add_hard_negatives(rng, cv, scale, dark)
+    np.clip(cv.img, 0, 255, out=cv.img)
+    if rng.random() >= EMPTY_PROB:
+        frac = out_size * out_size / (WORKING_SIZE * WORKING_SIZE / FRAME_ASPECT)
+        _add_dust(rng, cv, sprites, scale, frac, dark)
+    _grain(rng, cv.img, scale)
+    size = (out_size, out_size)
+    image = cv2.resize(np.clip(cv.img, 0, 255), size, interpolation=cv2.INTER_AREA)
+    cover = cv2.resize(cv.cover, size, interpolation=cv2.INTER_AREA)
+    mask = np.where(cover >= MASK_COVERAGE, 255, 0).astype(np.uint8)
+    if rng.random() < BLUR_PROB:
+        image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.3, 0.8))
+    image = np.clip(image + 0.5, 0, 255).astype(np.uint8)
+    if rng.random() < JPEG_PROB:
+        q = int(rng.integers(*JPEG_QUALITY))
+        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, q])
+        if ok:
+            image = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    return image, mask

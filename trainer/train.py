@@ -1,0 +1,243 @@
+"""Training loop: synthetic tile pools -> DustNet, checkpointed, resumable, time-budgeted."""
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import data, model as models, settings, synth, validate
+
+# --- defaults (the ones flags show live in trainer.settings) ------------------------------
+TILE, BATCH, LR = settings.TILE, settings.BATCH, settings.LR
+POOL, VALID_POOL = settings.POOL, settings.VALID_POOL
+CHECKPOINT_MINUTES, EVAL_MINUTES = settings.CHECKPOINT_MINUTES, settings.EVAL_MINUTES
+THREADS, WORKERS, SEED = settings.THREADS, settings.WORKERS, settings.SEED
+WEIGHT_DECAY = 1e-4
+WARMUP_STEPS = 150
+MIN_LR_FRACTION = 0.02
+BCE_WEIGHT = 10.0            # sparse targets: BCE keeps every pixel honest, Dice keeps tiny objects
+POS_WEIGHT = 1.0
+LOG_STEPS = 25
+
+
+def dice_loss(logits, target, eps=1.0):
+    p = torch.sigmoid(logits)
+    inter = (p * target).sum()
+    return 1 - (2 * inter + eps) / (p.sum() + target.sum() + eps)
+
+
+def loss_fn(logits, target, bce_weight=BCE_WEIGHT, pos_weight=POS_WEIGHT):
+    logits = logits.float()
+    bce = F.binary_cross_entropy_with_logits(
+        logits, target, pos_weight=torch.tensor(pos_weight, device=logits.device))
+    return bce_weight * bce + dice_loss(logits, target)
+
+
+def lr_at(progress, step, base_lr, warmup=WARMUP_STEPS):
+    """Linear warm-up, then cosine to MIN_LR_FRACTION over progress (steps or time, whichever is further)."""
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    cos = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return base_lr * (MIN_LR_FRACTION + (1 - MIN_LR_FRACTION) * cos)
+
+
+def augment(x, y, rng):
+    """Free augmentation of a batch: rotations and flips (dust has no orientation)."""
+    k = int(rng.integers(4))
+    if k:
+        x, y = torch.rot90(x, k, (2, 3)), torch.rot90(y, k, (2, 3))
+    if rng.random() < 0.5:
+        x, y = x.flip(3), y.flip(3)
+    return x, y
+
+
+def pick_device(name="auto"):
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def _save(obj, path):
+    tmp = path + ".tmp"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _log(run, row):
+    with open(os.path.join(run, "metrics.jsonl"), "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def plot_metrics(run):
+    """metrics.png from metrics.jsonl; skipped quietly when matplotlib is absent."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    rows = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
+    train = [r for r in rows if "loss" in r]
+    valid = [r for r in rows if "valid_dice" in r]
+    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+    ax[0].plot([r["step"] for r in train], [r["loss"] for r in train])
+    ax[0].set_yscale("log")
+    ax[0].set_title("train loss")
+    for key in ("valid_dice", "valid_precision", "valid_recall", "valid_object_recall"):
+        ax[1].plot([r["step"] for r in valid], [r.get(key) for r in valid], label=key)
+    ax[1].legend()
+    ax[1].set_title("held-out synthetic")
+    path = os.path.join(run, "metrics.png")
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def prepare_pools(run, backgrounds, sprite_dir, tile, pool, valid_pool, seed, workers, echo=print):
+    """Split backgrounds by file and build (or reuse) the training and validation pools."""
+    paths = synth.load_backgrounds(backgrounds)
+    if len(paths) < 2:
+        raise ValueError("need at least 2 background images (one goes to validation)")
+    train_bg, valid_bg = data.split_backgrounds(paths)
+    from tqdm import tqdm
+    pools = {}
+    for name, bgs, count, s in (("valid", valid_bg, valid_pool, seed + 1), ("train", train_bg, pool, seed)):
+        with tqdm(total=count, desc=f"synth {name}", file=sys.stderr) as bar:
+            pools[name] = data.build_pool(os.path.join(run, f"pool-{name}"), bgs, count, tile, s,
+                                          sprite_dir, workers, bar.update)
+    echo(f"backgrounds: {len(train_bg)} train, {len(valid_bg)} validation")
+    return pools, train_bg, valid_bg
+
+
+def evaluate(net, pool, device, amp):
+    images, masks = pool
+    prob = validate.predict(net, images, device, amp)
+    return validate.score(prob, masks)
+
+
+def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None, minutes=None,
+          lr=LR, arch=models.DEFAULT_ARCH, encoder=models.DEFAULT_ENCODER,
+          decoder_channels=models.DEFAULT_DECODER, pool=POOL, valid_pool=VALID_POOL,
+          threads=THREADS, workers=WORKERS, seed=SEED, device="auto", amp=True, resume=False,
+          checkpoint_minutes=CHECKPOINT_MINUTES, eval_minutes=EVAL_MINUTES, command=None,
+          echo=print):
+    if not steps and not minutes:
+        raise ValueError("give --steps or --minutes (or both)")
+    os.makedirs(run, exist_ok=True)
+    torch.set_num_threads(threads)
+    device = pick_device(device)
+    ckpt_path = os.path.join(run, "checkpoint.pt")
+    if resume and not os.path.exists(ckpt_path):
+        raise FileNotFoundError(f"--resume: no {ckpt_path}")
+    if resume:
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        cfg = state["config"]
+        # a resumed run may extend its budget; everything else comes from the checkpoint
+        cfg["steps"], cfg["minutes"] = steps or cfg["steps"], minutes or cfg["minutes"]
+    else:
+        state = None
+        cfg = {"tile": tile, "batch": batch, "steps": steps, "minutes": minutes, "lr": lr,
+               "spec": {"arch": arch, "encoder": encoder, "decoder_channels": list(decoder_channels)},
+               "pool": pool, "valid_pool": valid_pool, "seed": seed, "threads": threads,
+               "amp": amp, "bce_weight": BCE_WEIGHT, "loss": f"{BCE_WEIGHT:g}*BCE + Dice",
+               "optimizer": f"AdamW(lr={lr}, wd={WEIGHT_DECAY}), warm-up {WARMUP_STEPS} + cosine",
+               "backgrounds": list(backgrounds), "sprites": sprite_dir,
+               "working_size": synth.WORKING_SIZE, "command": command}
+    pools, train_bg, valid_bg = prepare_pools(run, cfg["backgrounds"], cfg["sprites"], cfg["tile"],
+                                              cfg["pool"], cfg["valid_pool"], cfg["seed"], workers, echo)
+    if state is None:
+        cfg["data"] = {"generator": "trainer.synth.make_sample",
+                       "train_backgrounds": len(train_bg), "valid_backgrounds": len(valid_bg),
+                       "valid_background_files": [os.path.basename(p) for p in valid_bg],
+                       "train": data.describe_pool(pools["train"][1]),
+                       "valid": data.describe_pool(pools["valid"][1])}
+        with open(os.path.join(run, "config.json"), "w") as f:
+            json.dump(cfg, f, indent=2)
+
+    torch.manual_seed(cfg["seed"])
+    net = models.build(cfg["spec"]).to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg["lr"], weight_decay=WEIGHT_DECAY)
+    step, elapsed, tiles_seen = 0, 0.0, 0
+    if state is not None:
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step, elapsed, tiles_seen = state["step"], state["elapsed"], state["tiles_seen"]
+        echo(f"resumed at step {step} ({elapsed / 60:.1f} min)")
+    rng = np.random.default_rng([cfg["seed"], step])
+    images, masks = pools["train"]
+    budget_s = (cfg["minutes"] or 0) * 60
+
+    def progress():
+        p = [step / cfg["steps"]] if cfg["steps"] else []
+        p += [elapsed / budget_s] if budget_s else []
+        return max(p)
+
+    def checkpoint():
+        _save({"model": net.state_dict(), "optimizer": opt.state_dict(),
+               "scheduler": {"kind": "warmup-cosine", "progress": progress()},
+               "step": step, "elapsed": elapsed, "tiles_seen": tiles_seen, "config": cfg}, ckpt_path)
+
+    from tqdm import tqdm
+    bar = tqdm(total=cfg["steps"] or None, initial=step, desc="train", file=sys.stderr,
+               mininterval=10)
+    last_ckpt = last_eval = elapsed
+    window_t, window_n, window_loss = time.time(), 0, []
+    net.train()
+    while progress() < 1.0:
+        t0 = time.time()
+        for g in opt.param_groups:
+            g["lr"] = lr_at(progress(), step, cfg["lr"])
+        idx = np.sort(rng.choice(len(images), cfg["batch"], replace=False))
+        x = torch.from_numpy(np.ascontiguousarray(images[idx])).permute(0, 3, 1, 2).float() / 255.0
+        y = torch.from_numpy((np.asarray(masks[idx]) > 127).astype(np.float32))[:, None]
+        x, y = augment(x, y, rng)
+        x, y = x.to(device), y.to(device)
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=cfg["amp"]):
+            logits = net(x)
+        loss = loss_fn(logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+        opt.step()
+        step += 1
+        tiles_seen += cfg["batch"]
+        elapsed += time.time() - t0
+        window_n += cfg["batch"]
+        window_loss.append(loss.item())
+        bar.update(1)
+        if step % LOG_STEPS == 0:
+            rate = window_n / (time.time() - window_t)
+            row = {"step": step, "loss": float(np.mean(window_loss)), "lr": opt.param_groups[0]["lr"],
+                   "tiles_per_s": rate, "minutes": elapsed / 60, "tiles_seen": tiles_seen}
+            _log(run, row)
+            bar.set_postfix(loss=f"{row['loss']:.4f}", tps=f"{rate:.1f}")
+            window_t, window_n, window_loss = time.time(), 0, []
+        if elapsed - last_ckpt >= checkpoint_minutes * 60:
+            checkpoint()
+            last_ckpt = elapsed
+        if elapsed - last_eval >= eval_minutes * 60:
+            s = evaluate(net, pools["valid"], device, cfg["amp"])["best"]
+            _log(run, {"step": step, "minutes": elapsed / 60, **{f"valid_{k}": v for k, v in s.items()}})
+            echo(f"step {step}: valid {s}")
+            last_eval = elapsed
+            net.train()
+            window_t = time.time()
+    bar.close()
+    checkpoint()
+    result = evaluate(net, pools["valid"], device, cfg["amp"])
+    best = result["best"]
+    _log(run, {"step": step, "minutes": elapsed / 60, "final": True,
+               **{f"valid_{k}": v for k, v in best.items()}})
+    summary = {"step": step, "minutes": elapsed / 60, "tiles_seen": tiles_seen,
+               "tiles_per_s": tiles_seen / elapsed if elapsed else 0.0,
+               "valid": best, "valid_curve": result["curve"]}
+    with open(os.path.join(run, "final.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    _save({"model": net.state_dict(), "config": cfg, "summary": summary}, os.path.join(run, "model.pt"))
+    plot_metrics(run)
+    echo(f"done: {step} steps, {elapsed / 60:.1f} min, valid {best}")
+    return summary
