@@ -495,3 +495,18 @@ def make_sample(background_bgr_uint8, rng: np.random.Generator, sprites=None, ou
         if ok:
             image = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     return image, mask
+
+
+def dust_scan(photo_bgr_uint8, rng: np.random.Generator, sprites=None, dark: bool = True):
+    """Dust a whole photo as if it were a film scan at its own resolution.
+
+    Returns (scan BGR uint8, truth uint8 0/255 at the same size). For sample scans and
+    evaluation sets: the same generator as the training tiles, applied to one full frame.
+    """
+    img = photo_bgr_uint8.astype(np.float32)
+    scale = max(img.shape[:2]) / REFERENCE_LONG
+    cv = _Canvas(img)
+    _add_dust(rng, cv, sprites, scale, 1.0, dark)
+    _grain(rng, cv.img, scale)
+    truth = np.where(cv.cover >= 0.5, 255, 0).astype(np.uint8)
+    return np.clip(cv.img + 0.5, 0, 255).astype(np.uint8), truth
