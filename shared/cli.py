@@ -14,6 +14,10 @@ from . import __version__
 COMMANDS = {
     "segment": "shared.commands.segment:segment",
     "models": "shared.commands.models:models",
+    "enqueue": "producer.commands.enqueue:enqueue",
+    "status": "producer.commands.status:status",
+    "retry-failed": "producer.commands.retry_failed:retry_failed",
+    "worker": "worker.commands.worker:worker",
     "synth": "trainer.commands.synth:synth",
     "train": "trainer.commands.train:train",
     "export": "trainer.commands.export:export",

@@ -22,7 +22,11 @@ class ModelError(DustspotError):
 
 
 class StorageError(DustspotError):
-    """Reading or writing a URI failed."""
+    """Reading or writing a URI failed for good (missing, access denied, not writable)."""
+
+
+class TransientStorageError(StorageError):
+    """A storage failure that may pass (network, throttling, server error): retry later."""
 
 
 class PathError(DustspotError):

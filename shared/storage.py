@@ -1,14 +1,17 @@
 """Where scans come from and results go: one small interface over URIs.
 
-A URI is a local path (or file://...). S3 (s3://bucket/key) joins it in the queue work.
-Writes are atomic: bytes go to a temporary name beside the target, then a rename, so a
-reader (or a crash) never sees a half-written result under its final name.
+A URI is a local path (or file://...) or s3://bucket/key. S3 goes through boto3 with its
+standard configuration (AWS_* variables, AWS_ENDPOINT_URL for S3-compatible stores) and
+botocore's retries with backoff; what still fails is classed as transient (network,
+throttling, 5xx: worth retrying later) or permanent (missing key, access denied).
+Writes are atomic: locally bytes go to a temporary name beside the target, then a rename;
+an S3 PUT is atomic by itself. No reader ever sees a half-written result.
 """
 import os
 import posixpath
 import tempfile
 
-from .errors import PathError, StorageError
+from .errors import PathError, StorageError, TransientStorageError
 
 
 def safe_relative(name: str) -> str:
@@ -37,6 +40,10 @@ class Storage:
         raise NotImplementedError
 
     def exists(self, key: str) -> bool:
+        raise NotImplementedError
+
+    def list(self, prefix: str = ""):
+        """Every key under root/prefix, recursively, relative to root, in sorted order."""
         raise NotImplementedError
 
     def local_path(self, key: str) -> str | None:
@@ -70,6 +77,17 @@ class LocalStorage(Storage):
     def exists(self, key):
         return os.path.exists(self._path(key))
 
+    def list(self, prefix=""):
+        top = self._path(prefix)
+        if os.path.isfile(top):
+            return [safe_relative(prefix)]
+        keys = []
+        for folder, dirs, files in os.walk(top):
+            dirs.sort()
+            for name in files:
+                keys.append(os.path.relpath(os.path.join(folder, name), self.root).replace(os.sep, "/"))
+        return sorted(keys)
+
     def write(self, key, data):
         path = self._path(key)
         folder = os.path.dirname(path) or "."
@@ -89,7 +107,91 @@ class LocalStorage(Storage):
             raise StorageError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
 
+_S3_CLIENTS = {}
+_PERMANENT_S3_CODES = {"NoSuchKey", "NoSuchBucket", "404", "NotFound", "AccessDenied", "403",
+                       "InvalidObjectState", "AllAccessDisabled", "InvalidBucketName"}
+
+
+def s3_client():
+    """One boto3 client per process (clients are thread-safe but must not cross a fork)."""
+    pid = os.getpid()
+    if pid not in _S3_CLIENTS:
+        import boto3
+        from botocore.config import Config
+        config = Config(retries={"max_attempts": 6, "mode": "standard"},
+                        connect_timeout=5, read_timeout=60)
+        _S3_CLIENTS.clear()
+        _S3_CLIENTS[pid] = boto3.client("s3", config=config)
+    return _S3_CLIENTS[pid]
+
+
+def _s3_error(uri: str, action: str, exc: Exception) -> StorageError:
+    from botocore.exceptions import ClientError
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in _PERMANENT_S3_CODES:
+            reason = "not found" if code in ("NoSuchKey", "404", "NotFound", "NoSuchBucket") else f"{code}"
+            return StorageError(f"{uri}: cannot {action} ({reason})")
+        return TransientStorageError(f"{uri}: cannot {action} ({code or exc})")
+    return TransientStorageError(f"{uri}: cannot {action} ({type(exc).__name__}: {exc})")
+
+
+class S3Storage(Storage):
+    def __init__(self, root: str):
+        bucket, _, prefix = root[len("s3://"):].partition("/")
+        if not bucket:
+            raise PathError(f"{root}: no bucket in S3 URI")
+        self.bucket, self.prefix = bucket, prefix.strip("/")
+        self.root = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+
+    def _key(self, key):
+        key = safe_relative(key) if key else ""
+        return posixpath.join(self.prefix, key) if self.prefix and key else (key or self.prefix)
+
+    def uri(self, key):
+        return f"s3://{self.bucket}/{self._key(key)}"
+
+    def read(self, key):
+        try:
+            return s3_client().get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except Exception as exc:
+            raise _s3_error(self.uri(key), "read", exc) from None
+
+    def write(self, key, data):
+        try:
+            s3_client().put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+            return self.uri(key)
+        except Exception as exc:
+            raise _s3_error(self.uri(key), "write", exc) from None
+
+    def exists(self, key):
+        from botocore.exceptions import ClientError
+        try:
+            s3_client().head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise _s3_error(self.uri(key), "check", exc) from None
+        except Exception as exc:
+            raise _s3_error(self.uri(key), "check", exc) from None
+
+    def list(self, prefix=""):
+        full = self._key(prefix)
+        if full and not full.endswith("/"):
+            full += "/"
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        keys = []
+        try:
+            pages = s3_client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full)
+            for page in pages:                     # 1,000 keys a page
+                keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
+        except Exception as exc:
+            raise _s3_error(self.uri(prefix), "list", exc) from None
+        return sorted(keys)
+
+
 def open_storage(root: str) -> Storage:
     if root.startswith("s3://"):
-        raise StorageError(f"{root}: S3 storage is not available in this version")
+        return S3Storage(root)
     return LocalStorage(root)

@@ -1,0 +1,48 @@
+"""`dustspot enqueue`: one job per scan of a folder or S3 prefix."""
+import time
+
+import click
+
+from shared.commands.options import build_options
+
+
+@click.command("enqueue")
+@click.argument("source")
+@click.option("--out", "dest", required=True, help="Destination folder or s3://bucket/prefix.")
+@click.option("--batch", default=None, help="Batch name (default: derived from SOURCE and --out, so a re-run resumes).")
+@click.option("--queue", "queue_name", default="dustspot", show_default=True)
+@click.option("--model", "model_ref", default=None, help="Model reference for these jobs (default: the worker's).")
+@click.option("--force", is_flag=True, help="Re-run scans whose outputs already exist.")
+@click.option("--dry-run", is_flag=True, help="List what would be enqueued; touch nothing.")
+@click.option("--redis-url", envvar="REDIS_URL", default=None)
+@click.option("--size", type=click.IntRange(32), default=None)
+@click.option("--square", type=click.IntRange(32), default=None)
+@click.option("--native", is_flag=True)
+@click.option("--tile", type=click.IntRange(32), default=None)
+@click.option("--overlap", type=click.IntRange(0), default=None)
+@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), default=None)
+@click.option("--overlay", is_flag=True)
+@click.option("--prob", is_flag=True)
+def enqueue(source, dest, batch, queue_name, model_ref, force, dry_run, redis_url,
+            size, square, native, tile, overlap, threshold, overlay, prob):
+    """Enqueue every scan under SOURCE (folder or s3://bucket/prefix); print the batch id."""
+    from dataclasses import asdict
+
+    from producer.enqueue import enqueue as do_enqueue
+    from shared.errors import DustspotError
+    from shared.jobs import JOB_OPTIONS
+    from shared.queues import connect
+
+    opts = build_options(size, square, native, tile, overlap, threshold, overlay, prob, None)
+    options = {k: v for k, v in asdict(opts).items() if k in JOB_OPTIONS and v not in (None, False)}
+    started = time.perf_counter()
+    try:
+        result = do_enqueue(None if dry_run else connect(redis_url), source, dest, batch, queue_name,
+                            model_ref, options, force=force, dry_run=dry_run)
+    except DustspotError as exc:
+        raise click.ClickException(str(exc)) from None
+    seconds = time.perf_counter() - started
+    click.echo(f"{result.scans} scans: {result.enqueued} {'would be ' if dry_run else ''}enqueued, "
+               f"{result.skipped_done} already done, {result.skipped_in_flight} already queued "
+               f"({seconds:.2f} s)", err=True)
+    click.echo(result.batch)

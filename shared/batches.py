@@ -1,0 +1,99 @@
+"""Batch bookkeeping in Redis, beside rq's own job records.
+
+    dustspot:batches                  set of batch ids
+    dustspot:batch:<id>               hash: source, dest, queue, model, created, total
+    dustspot:batch:<id>:jobs          set of job ids (all scans of the batch)
+    dustspot:batch:<id>:pending       set of job ids not finished or failed yet
+    dustspot:batch:<id>:spots         hash: relative name -> spot count (finished scans)
+    dustspot:batch:<id>:failures      hash: relative name -> reason (failed scans)
+
+Workers update the last three as jobs end; the worker that empties `pending` writes the
+batch summary to the destination. Status is read from rq's job hashes in one pipeline.
+"""
+import datetime
+import json
+import time
+
+KEY = "dustspot:batch:{}"
+ALL_BATCHES = "dustspot:batches"
+SUMMARY_NAME = "dustspot-batch-{}.json"
+STATUSES = ("queued", "started", "finished", "failed", "deferred", "scheduled", "stopped", "canceled")
+
+
+def key(batch: str, part: str = "") -> str:
+    return KEY.format(batch) + (":" + part if part else "")
+
+
+def register(redis, batch: str, info: dict, job_ids: list, new_job_ids: list) -> None:
+    pipe = redis.pipeline()
+    pipe.sadd(ALL_BATCHES, batch)
+    pipe.hset(key(batch), mapping={**info, "created": info.get("created") or _now()})
+    if job_ids:
+        pipe.sadd(key(batch, "jobs"), *job_ids)
+    if new_job_ids:
+        pipe.sadd(key(batch, "pending"), *new_job_ids)
+    pipe.execute()
+    redis.hset(key(batch), "total", redis.scard(key(batch, "jobs")))
+
+
+def job_ended(redis, batch: str, job_id: str, name: str, spots: int | None, error: str | None) -> bool:
+    """Record one scan's outcome; True when it was the batch's last pending scan."""
+    pipe = redis.pipeline()
+    if error is None:
+        pipe.hset(key(batch, "spots"), name, spots)
+        pipe.hdel(key(batch, "failures"), name)
+    else:
+        pipe.hset(key(batch, "failures"), name, error)
+    pipe.srem(key(batch, "pending"), job_id)
+    pipe.scard(key(batch, "pending"))
+    removed, remaining = pipe.execute()[-2:]
+    return bool(removed) and remaining == 0
+
+
+def job_statuses(redis, batch: str) -> dict:
+    """job id -> rq status ('missing' when the job record has expired or been deleted)."""
+    ids = sorted(redis.smembers(key(batch, "jobs")))
+    pipe = redis.pipeline()
+    for job_id in ids:
+        pipe.hget(f"rq:job:{_text(job_id)}", "status")
+    return {_text(i): (_text(s) if s else "missing") for i, s in zip(ids, pipe.execute())}
+
+
+def counts(redis, batch: str) -> dict:
+    statuses = job_statuses(redis, batch)
+    out = {s: 0 for s in ("queued", "started", "finished", "failed")}
+    for status in statuses.values():
+        out[status] = out.get(status, 0) + 1
+    out["total"] = len(statuses)
+    return out
+
+
+def info(redis, batch: str) -> dict:
+    return {_text(k): _text(v) for k, v in redis.hgetall(key(batch)).items()}
+
+
+def summary(redis, batch: str) -> dict:
+    spots = {_text(k): int(v) for k, v in redis.hgetall(key(batch, "spots")).items()}
+    failures = {_text(k): _text(v) for k, v in redis.hgetall(key(batch, "failures")).items()}
+    # Counted from the outcomes recorded by the jobs themselves: the job writing this
+    # summary is still "started" in rq's eyes.
+    total = redis.scard(key(batch, "jobs"))
+    tally = {"total": total, "finished": len(spots), "failed": len(failures),
+             "pending": redis.scard(key(batch, "pending"))}
+    return {"batch": batch, **info(redis, batch), "counts": tally, "written": _now(),
+            "failures": failures, "spots_per_scan": spots}
+
+
+def write_summary(redis, batch: str) -> str:
+    from .storage import open_storage
+    report = summary(redis, batch)
+    dest = open_storage(report["dest"])
+    return dest.write(SUMMARY_NAME.format(batch), json.dumps(report, indent=1).encode())
+
+
+def _text(value):
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _now() -> str:
+    return datetime.datetime.fromtimestamp(time.time(), datetime.timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,78 @@
+"""The job contract between producer and workers: a JSON payload, never pickle.
+
+A payload names one scan: where it is (source URI), where its outputs go (destination
+root + relative name), which model and options, and the batch it belongs to. Job ids
+are derived from batch and source, so enqueueing the same batch again finds the jobs
+it already made instead of duplicating them.
+"""
+import hashlib
+import re
+from dataclasses import asdict, dataclass, field, fields
+
+from .errors import DustspotError
+from .storage import safe_relative
+
+QUEUE = "dustspot"
+JOB_FUNCTION = "worker.job.segment_job"
+_BATCH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+# Pipeline options a job may set (SegmentOptions fields); anything else is refused.
+JOB_OPTIONS = ("mode", "working_size", "tile", "overlap", "threshold", "overlay", "prob", "max_pixels")
+
+
+class PayloadError(DustspotError):
+    """A job payload that is not what a dustspot producer writes."""
+
+
+def check_batch_name(batch: str) -> str:
+    if not _BATCH.match(batch or ""):
+        raise PayloadError(f"invalid batch name {batch!r}: 1-64 letters, digits, '_' or '-'")
+    return batch
+
+
+def default_batch_name(source_root: str, dest_root: str) -> str:
+    """Same source and destination -> same batch, so a re-run resumes it."""
+    return "b-" + hashlib.sha1(f"{source_root}\0{dest_root}".encode()).hexdigest()[:12]
+
+
+def job_id(batch: str, source: str) -> str:
+    return f"{check_batch_name(batch)}-{hashlib.sha1(source.encode()).hexdigest()[:24]}"
+
+
+@dataclass
+class JobPayload:
+    source: str                     # URI of the scan
+    dest: str                       # output root URI
+    name: str                       # relative name; outputs are <dest>/<stem>.mask.png, ...
+    batch: str
+    model: str | None = None        # registry reference; None: the worker's default
+    options: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data) -> "JobPayload":
+        if not isinstance(data, dict):
+            raise PayloadError(f"job payload must be a JSON object, not {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise PayloadError(f"unknown payload fields: {', '.join(sorted(unknown))}")
+        try:
+            payload = cls(**data)
+        except TypeError as exc:
+            raise PayloadError(f"incomplete payload ({exc})") from None
+        for name in ("source", "dest", "name", "batch"):
+            if not isinstance(getattr(payload, name), str):
+                raise PayloadError(f"payload field {name} must be a string")
+        if payload.model is not None and not isinstance(payload.model, str):
+            raise PayloadError("payload field model must be a string")
+        if not isinstance(payload.options, dict) or set(payload.options) - set(JOB_OPTIONS):
+            raise PayloadError(f"payload options may only set {', '.join(JOB_OPTIONS)}")
+        safe_relative(payload.name)
+        check_batch_name(payload.batch)
+        return payload
+
+    @property
+    def job_id(self) -> str:
+        return job_id(self.batch, self.source)
