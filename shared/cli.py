@@ -18,6 +18,7 @@ COMMANDS = {
     "status": "producer.commands.status:status",
     "retry-failed": "producer.commands.retry_failed:retry_failed",
     "worker": "worker.commands.worker:worker",
+    "dashboard": "shared.commands.dashboard:dashboard",
     "synth": "trainer.commands.synth:synth",
     "train": "trainer.commands.train:train",
     "export": "trainer.commands.export:export",

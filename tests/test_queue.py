@@ -161,3 +161,67 @@ def test_s3_source_and_destination(tmp_path, env, s3_endpoint):
         assert report["status"] == "ok" and report["input"] == f"s3://scans/archive/{name}"
     _, log = enqueue(env, "s3://scans/archive", "s3://results/masks")
     assert "0 enqueued, 20 already done" in log
+
+
+def test_dashboard_shows_the_queue_behind_basic_auth(tmp_path, env):
+    import base64
+    import time
+    import urllib.error
+    import urllib.request
+
+    from tests.services import free_port, wait_for_port
+    src = tmp_path / "src"
+    make_scans(src, 3)
+    enqueue(env, src, tmp_path / "dst")
+    port = free_port()
+    dash_env = {**env, "RQ_DASHBOARD_USERNAME": "ops", "RQ_DASHBOARD_PASSWORD": "s3cret"}
+    proc = subprocess.Popen([sys.executable, "-m", "shared.cli", "dashboard", "--port", str(port)],
+                            env=dash_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, proc, "rq-dashboard")
+        url = f"http://127.0.0.1:{port}/0/data/queues.json"
+        with pytest.raises(urllib.error.HTTPError) as denied:
+            urllib.request.urlopen(url, timeout=10)
+        assert denied.value.code == 401
+        auth = base64.b64encode(b"ops:s3cret").decode()
+        request = urllib.request.Request(url, headers={"Authorization": f"Basic {auth}"})
+        queues = json.loads(urllib.request.urlopen(request, timeout=10).read())
+        assert {"name": "dustspot", "count": 3} in [{"name": q["name"], "count": q["count"]} for q in queues["queues"]]
+        page = urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/0/view/queues",
+                                                             headers={"Authorization": f"Basic {auth}"}), timeout=10)
+        assert page.status == 200 and b"<html" in page.read().lower()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_dashboard_refuses_to_start_without_credentials(env):
+    env = {k: v for k, v in env.items() if not k.startswith("RQ_DASHBOARD_")}
+    res = cli(["dashboard", "--port", "1"], env, check=False)
+    assert res.returncode != 0 and "RQ_DASHBOARD_USERNAME" in res.stderr
+
+
+def test_procfile_fleet_with_honcho(tmp_path, env):
+    """The Procfile as an operator runs it: `honcho start worker -c worker=2`."""
+    import signal
+    import time
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_scans(src, 6)
+    batch, _ = enqueue(env, src, dst)
+    bin_dir = os.path.dirname(sys.executable)
+    fleet_env = {**env, "PATH": bin_dir + os.pathsep + env.get("PATH", ""), "DUSTSPOT_MODEL": "conv"}
+    honcho = subprocess.Popen([os.path.join(bin_dir, "honcho"), "-f", os.path.join(repo, "Procfile"),
+                               "start", "worker", "-c", "worker=2"], env=fleet_env, cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and not (dst / f"dustspot-batch-{batch}.json").exists():
+            time.sleep(1)
+        summary = json.loads((dst / f"dustspot-batch-{batch}.json").read_text())
+        assert summary["counts"]["finished"] == 6
+    finally:
+        os.killpg(honcho.pid, signal.SIGTERM)
+        log = honcho.communicate(timeout=60)[0]
+    assert "worker.1" in log and "worker.2" in log
