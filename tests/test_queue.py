@@ -225,3 +225,35 @@ def test_procfile_fleet_with_honcho(tmp_path, env):
         os.killpg(honcho.pid, signal.SIGTERM)
         log = honcho.communicate(timeout=60)[0]
     assert "worker.1" in log and "worker.2" in log
+
+
+def test_running_worker_picks_up_a_promoted_model_between_jobs(tmp_path, env):
+    import signal
+    import time
+    from tests.ovmodels import conv_model, publish_model
+    root = tmp_path / "registry"
+    publish_model(conv_model(seed=1), str(root), "rolling", "1")
+    env = {**env, "DUSTSPOT_MODELS": str(root)}
+    flags = [f for f in FLAGS if f != "conv"]
+    flags[flags.index("--model") + 1:flags.index("--model") + 1] = ["rolling"]
+    worker = subprocess.Popen([sys.executable, "-m", "shared.cli", "worker", "--threads", "1", *flags],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def process(name):
+        folder = tmp_path / name
+        make_scans(folder, 1)
+        enqueue(env, folder, tmp_path / f"out-{name}")
+        report = tmp_path / f"out-{name}" / "s00.json"
+        deadline = time.time() + 120
+        while not report.exists() and time.time() < deadline:
+            time.sleep(0.2)
+        return json.loads(report.read_text())["model"]["version"]
+
+    try:
+        assert process("first") == "1"
+        publish_model(conv_model(seed=2), str(root), "rolling", "2")      # publish + promote
+        assert process("second") == "2"
+    finally:
+        worker.send_signal(signal.SIGTERM)                                  # idle: exits at once
+        log = worker.communicate(timeout=60)[0]
+    assert worker.returncode == 0, log[-2000:]
