@@ -19,6 +19,7 @@ COMMANDS = {
     "retry-failed": "producer.commands.retry_failed:retry_failed",
     "worker": "worker.commands.worker:worker",
     "dashboard": "shared.commands.dashboard:dashboard",
+    "evaluate": "shared.commands.evaluate:evaluate",
     "synth": "trainer.commands.synth:synth",
     "train": "trainer.commands.train:train",
     "export": "trainer.commands.export:export",
