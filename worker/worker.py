@@ -1,0 +1,54 @@
+"""The rq worker class: jobs run in this process, next to the compiled model.
+
+rq's SimpleWorker runs each job in the worker's own process (no fork per job, so the
+compiled model is reused and nothing compiled crosses a fork). Two things are added:
+
+- A heartbeat thread while a job runs. SimpleWorker otherwise registers a running job for
+  its whole timeout (30 min) and never renews it, so a SIGKILLed worker's scan would sit
+  "started" for half an hour. Here the lease is HEARTBEAT_TTL seconds, renewed every
+  HEARTBEAT_INTERVAL; a dead worker's lease runs out within a minute.
+- Frequent maintenance (MAINTENANCE_INTERVAL): idle workers sweep the started registries
+  and hand abandoned jobs back to the queue (worker.job.record_failure grants the retry).
+  An idle rq worker blocks on the queue for worker_ttl - 15 s between maintenance checks,
+  so worker_ttl is set to match.
+"""
+import threading
+
+from rq import SimpleWorker
+
+HEARTBEAT_INTERVAL = 10
+HEARTBEAT_TTL = 40
+MAINTENANCE_INTERVAL = 30
+
+
+class DustspotWorker(SimpleWorker):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("maintenance_interval", MAINTENANCE_INTERVAL)
+        kwargs.setdefault("job_monitoring_interval", HEARTBEAT_INTERVAL)
+        kwargs.setdefault("worker_ttl", MAINTENANCE_INTERVAL + 15)
+        super().__init__(*args, **kwargs)
+
+    def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
+        if job.timeout and job.timeout > 0:
+            return int(max(1, min(job.timeout - working_time, HEARTBEAT_TTL)))
+        return HEARTBEAT_TTL
+
+    def execute_job(self, job, queue):
+        execution = self.prepare_execution(job)
+        done = threading.Event()
+
+        def beat():
+            while not done.wait(HEARTBEAT_INTERVAL):
+                try:
+                    self.maintain_heartbeats(job, execution)
+                except Exception:          # a missed beat is not worth the job
+                    self.log.warning("heartbeat for job %s failed", job.id, exc_info=True)
+
+        thread = threading.Thread(target=beat, name=f"heartbeat-{job.id}", daemon=True)
+        thread.start()
+        try:
+            self.perform_job(job, queue, execution)
+        finally:
+            done.set()
+            thread.join()
+        self.set_state("idle")
