@@ -24,6 +24,29 @@ def safe_relative(name: str) -> str:
     return posixpath.normpath(norm)
 
 
+def allowed_roots() -> list[str]:
+    """DUSTSPOT_ALLOWED_ROOTS: comma-separated folders and s3://bucket[/prefix]; empty = any."""
+    raw = os.environ.get("DUSTSPOT_ALLOWED_ROOTS", "")
+    return [r.strip() for r in raw.split(",") if r.strip()]
+
+
+def check_allowed(uri: str, roots: list[str]) -> None:
+    """Refuse a URI outside the allowed roots (symlinks resolved for local paths)."""
+    if not roots:
+        return
+    if uri.startswith("s3://"):
+        if any(uri == r.rstrip("/") or uri.startswith(r.rstrip("/") + "/") for r in roots if r.startswith("s3://")):
+            return
+    else:
+        path = os.path.realpath(uri[len("file://"):] if uri.startswith("file://") else uri)
+        for root in roots:
+            if not root.startswith("s3://"):
+                real = os.path.realpath(root)
+                if path == real or path.startswith(real.rstrip(os.sep) + os.sep):
+                    return
+    raise PathError(f"{uri}: outside the allowed roots (DUSTSPOT_ALLOWED_ROOTS)")
+
+
 def output_stem(relative_name: str) -> str:
     """'a/b.tif' -> 'a/b': outputs are <stem>.mask.png, <stem>.json, ..."""
     return posixpath.splitext(safe_relative(relative_name))[0]

@@ -76,3 +76,80 @@ def test_sigkilled_worker_scan_is_finished_by_another_worker(tmp_path, env):
     summary = json.loads((dst / f"dustspot-batch-{batch}.json").read_text())
     assert summary["counts"]["finished"] == 1 and summary["failures"] == {}
     assert "abandoned" in log
+
+
+def test_pickled_job_planted_in_redis_is_never_unpickled(tmp_path, env):
+    """rq's default serializer would run this payload; dustspot's JSON-only worker must not."""
+    import zlib
+    from redis import Redis
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    redis = Redis.from_url(env["REDIS_URL"])
+    data = zlib.compress(pickle.dumps(("os.system", None, (Exploit(),), {})))
+    redis.hset("rq:job:evil", mapping={"data": data, "status": "queued", "origin": "dustspot",
+                                       "created_at": "2026-01-01T00:00:00.000000Z",
+                                       "enqueued_at": "2026-01-01T00:00:00.000000Z", "timeout": 60})
+    redis.rpush("rq:queue:dustspot", "evil")
+    redis.sadd("rq:queues", "rq:queue:dustspot")
+    src = tmp_path / "src"
+    src.mkdir()
+    write(src / "good.png", textured(80, 80))
+    cli(["enqueue", str(src), "--out", str(tmp_path / "dst"), "--model", "slow", "--size", "64", "--tile", "64", "--overlap", "16"], env)
+    worker = start_worker(env, "--model", "slow", "--burst")
+    log = worker.communicate(timeout=300)[0]
+    assert not marker.exists()
+    assert worker.returncode == 0, log[-2000:]
+    assert (tmp_path / "dst" / "good.mask.png").exists(), log[-3000:]      # the worker went on
+    assert redis.hget("rq:job:evil", "status") == b"failed"
+    assert "not JSON" in log
+
+
+def test_unwritable_destination_fails_the_job_with_the_reason(tmp_path, env):
+    from redis import Redis
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    write(src / "a.png", textured(80, 80))
+    # A file where the output folder should be: unwritable even for root (who ignores modes).
+    dst.write_bytes(b"not a folder")
+    batch = cli(["enqueue", str(src), "--out", str(dst), "--model", "slow", "--size", "64", "--tile", "64", "--overlap", "16"],
+                env).stdout.strip()
+    worker = start_worker(env, "--model", "slow", "--burst")
+    log = worker.communicate(timeout=300)[0]
+    assert worker.returncode == 0, log[-2000:]
+    redis = Redis.from_url(env["REDIS_URL"])
+    assert job_status(redis, batch, str(src / "a.png")) == "failed"
+    from rq.job import Job
+    from shared.jobs import job_id
+    from shared.queues import serializer
+    job = Job.fetch(job_id(batch, str(src / "a.png")), connection=redis, serializer=serializer())
+    assert "cannot write" in job.meta["error"] and str(dst) in job.meta["error"]
+    assert dst.read_bytes() == b"not a folder"
+    assert [p for p in tmp_path.rglob("*.part")] == []
+
+
+@pytest.mark.parametrize("case", ["outside", "symlink"])
+def test_worker_refuses_paths_outside_the_allowed_roots(tmp_path, env, case):
+    from redis import Redis
+    allowed, outside = tmp_path / "allowed", tmp_path / "outside"
+    (allowed / "src").mkdir(parents=True)
+    outside.mkdir()
+    secret = write(outside / "secret.png", textured(80, 80))
+    if case == "symlink":
+        os.symlink(secret, allowed / "src" / "link.png")
+        src, name = allowed / "src", "link.png"
+    else:
+        src, name = outside, "secret.png"
+    env = {**env, "DUSTSPOT_ALLOWED_ROOTS": str(allowed)}
+    batch = cli(["enqueue", str(src), "--out", str(allowed / "dst"), "--model", "slow", "--size", "64",
+                 "--tile", "64", "--overlap", "16"], env).stdout.strip()
+    log = start_worker(env, "--model", "slow", "--burst").communicate(timeout=300)[0]
+    redis = Redis.from_url(env["REDIS_URL"])
+    assert job_status(redis, batch, str(src / name)) == "failed", log[-2000:]
+    summary = json.loads((allowed / "dst" / f"dustspot-batch-{batch}.json").read_text()) if (allowed / "dst").exists() else None
+    assert not (allowed / "dst" / (name[:-4] + ".mask.png")).exists()
+    if summary:
+        assert "outside the allowed roots" in summary["failures"][name]

@@ -11,6 +11,7 @@ from shared import batches
 from shared.errors import TransientStorageError
 from shared.jobs import JobPayload
 from shared.pipeline import process_scan
+from shared.storage import allowed_roots, check_allowed, output_stem
 
 from . import sessions
 
@@ -21,6 +22,9 @@ ABANDONED_RETRIES = 3                    # a scan whose worker died is handed ou
 
 def segment_job(payload: dict) -> dict:
     job = JobPayload.from_dict(payload)
+    roots = allowed_roots()
+    check_allowed(job.source, roots)
+    check_allowed(job.dest.rstrip("/") + "/" + output_stem(job.name), roots)
     if sessions.CACHE is None:
         raise RuntimeError("segment_job runs inside `dustspot worker` (no session cache configured)")
     session = sessions.CACHE.get(job.model, job.options)
@@ -54,8 +58,11 @@ def record_failure(job, exc_type, exc_value, traceback) -> bool:
     A job abandoned by a dead worker (rq's AbandonedJobError, raised by registry cleanup)
     is not the scan's fault: it gets a retry, which the cleanup then carries out.
     """
-    from rq.exceptions import AbandonedJobError
+    from rq.exceptions import AbandonedJobError, DeserializationError
     reason = str(exc_value) or exc_type.__name__
+    if isinstance(exc_value, DeserializationError):
+        log.error("job %s refused: its data is not JSON (a planted or foreign payload; never unpickled)", job.id)
+        return True
     if exc_type is AbandonedJobError or isinstance(exc_value, AbandonedJobError):
         abandoned = int(job.meta.get("abandoned", 0)) + 1
         job.meta["abandoned"] = abandoned
