@@ -11,7 +11,7 @@ from shared import batches, defaults
 from shared.jobs import JOB_FUNCTION, JobPayload, check_batch_name, default_batch_name, job_id
 from shared.outputs import SUFFIX_MASK, SUFFIX_REPORT
 from shared.queues import FAILURE_TTL, JOB_TIMEOUT, RESULT_TTL, queue as make_queue
-from shared.storage import open_storage
+from shared.storage import open_storage, printable
 
 CHUNK = 1000
 IN_FLIGHT = {"queued", "started", "deferred", "scheduled"}
@@ -92,7 +92,7 @@ def enqueue(redis, source_root: str, dest_root: str, batch: str | None = None,
             pipe.delete(f"rq:job:{jid}")
         pipe.execute()
         datas = [q.prepare_data(JOB_FUNCTION, args=(p.to_dict(),), job_id=jid, timeout=JOB_TIMEOUT,
-                                result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL, description=p.name)
+                                result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL, description=printable(p.name))
                  for p, jid in chunk]
         with redis.pipeline() as pipe:
             q.enqueue_many(datas, pipeline=pipe)

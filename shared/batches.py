@@ -38,6 +38,8 @@ def register(redis, batch: str, info: dict, job_ids: list, new_job_ids: list) ->
 
 def job_ended(redis, batch: str, job_id: str, name: str, spots: int | None, error: str | None) -> bool:
     """Record one scan's outcome; True when it was the batch's last pending scan."""
+    from .storage import printable
+    name = printable(name)
     pipe = redis.pipeline()
     if error is None:
         pipe.hset(key(batch, "spots"), name, spots)

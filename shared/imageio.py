@@ -128,6 +128,14 @@ def _orient(pixels: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(transforms[orientation](pixels))
 
 
+def _utf8_path(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 def read_scan(source: str, data: bytes | None = None, max_pixels: int = defaults.MAX_PIXELS) -> Scan:
     """Decode a scan from a local path (or from `data`, its bytes, when given).
 
@@ -135,6 +143,11 @@ def read_scan(source: str, data: bytes | None = None, max_pixels: int = defaults
     8/16-bit JPEG, PNG or TIFF.
     """
     source = str(source)
+    if data is None and not _utf8_path(source) and os.path.isfile(source):
+        # OpenCV takes paths as UTF-8 C strings; a name that is not valid UTF-8 (Linux
+        # allows any bytes) crashes it, so such a file is read here and decoded from memory.
+        with open(source, "rb") as f:
+            data = f.read()
     if data is None and os.path.isfile(source) and os.path.getsize(source) == 0:
         raise ImageError(source, "empty file (0 bytes)")
     if data is not None and len(data) == 0:

@@ -35,7 +35,8 @@ def default_batch_name(source_root: str, dest_root: str) -> str:
 
 
 def job_id(batch: str, source: str) -> str:
-    return f"{check_batch_name(batch)}-{hashlib.sha1(source.encode()).hexdigest()[:24]}"
+    digest = hashlib.sha1(source.encode("utf-8", "surrogateescape")).hexdigest()   # any file name
+    return f"{check_batch_name(batch)}-{digest[:24]}"
 
 
 @dataclass

@@ -24,6 +24,11 @@ def safe_relative(name: str) -> str:
     return posixpath.normpath(norm)
 
 
+def printable(name: str) -> str:
+    """A name safe to store as UTF-8 text (file names on Linux may be any bytes)."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def allowed_roots() -> list[str]:
     """DUSTSPOT_ALLOWED_ROOTS: comma-separated folders and s3://bucket[/prefix]; empty = any."""
     raw = os.environ.get("DUSTSPOT_ALLOWED_ROOTS", "")

@@ -626,8 +626,13 @@ def test_non_editable_install_ships_the_bundled_model(tmp_path):
         shutil.rmtree(os.path.join(context, "models", ".scratch"))
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    wheels = tmp_path / "wheels"
+    res = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                          "-w", str(wheels), context], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    (wheel,) = wheels.iterdir()
     res = subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "-q",
-                          "--no-deps", "--no-build-isolation", context], capture_output=True, text=True, timeout=300)
+                          "--no-deps", str(wheel)], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     res = subprocess.run([str(venv / "bin" / "python"), "-c", "from shared import registry; print(registry.resolve().version)"],
                          env=venv_env(venv), cwd=tmp_path, capture_output=True, text=True, timeout=60)

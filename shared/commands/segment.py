@@ -78,6 +78,7 @@ def segment(inputs, out_dir, workers, quiet, **kwargs):
 
     from ..engine import cpu_count
     from ..errors import DustspotError
+    from ..storage import printable
 
     model_ref, registry_root, options, settings = split_pipeline_kwargs(kwargs)
     if settings.threads is None:
@@ -118,5 +119,5 @@ def segment(inputs, out_dir, workers, quiet, **kwargs):
                f"{sum(d['spots'] for d in done)} spots, {elapsed:.1f} s "
                f"({elapsed / max(len(results), 1):.2f} s/scan) -> {out_dir}")
     for rel, err in sorted(failed):
-        click.echo(f"FAILED {rel}: {err}", err=True)
+        click.echo(printable(f"FAILED {rel}: {err}"), err=True)
     sys.exit(1 if failed else 0)
