@@ -83,6 +83,16 @@ class Storage:
 
 
 class LocalStorage(Storage):
+    @staticmethod
+    def _remove_stale_parts(folder: str, name: str) -> None:
+        """Temporary files of earlier writes of the same key (a writer killed mid-write)."""
+        import glob
+        for stale in glob.glob(os.path.join(glob.escape(folder), "." + glob.escape(name) + ".*.part")):
+            try:
+                os.unlink(stale)
+            except OSError:
+                pass
+
     def __init__(self, root: str):
         self.root = root[len("file://"):] if root.startswith("file://") else root
 
@@ -128,6 +138,7 @@ class LocalStorage(Storage):
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
+            self._remove_stale_parts(folder, os.path.basename(path))
             return path
         except OSError as exc:
             if tmp and os.path.exists(tmp):

@@ -106,3 +106,13 @@ def test_hostile_relative_name_is_refused(tmp_path, session):
                                                 ("native", None, (3000, 4500))])
 def test_working_shape_modes(mode, size, expected):
     assert working_shape(3000, 4500, SegmentOptions(mode=mode, working_size=size)) == expected
+
+
+def test_atomic_write_leaves_no_partial_files(tmp_path):
+    from shared.storage import LocalStorage
+    store = LocalStorage(str(tmp_path))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / ".b.mask.png.x1y2z3.part").write_bytes(b"half a mask from a killed writer")
+    store.write("a/b.mask.png", b"whole")
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["b.mask.png"]
+    assert (tmp_path / "a" / "b.mask.png").read_bytes() == b"whole"
