@@ -20,6 +20,7 @@ COMMANDS = {
     "worker": "worker.commands.worker:worker",
     "dashboard": "shared.commands.dashboard:dashboard",
     "evaluate": "shared.commands.evaluate:evaluate",
+    "bench": "shared.commands.bench:bench",
     "synth": "trainer.commands.synth:synth",
     "train": "trainer.commands.train:train",
     "export": "trainer.commands.export:export",
