@@ -147,8 +147,10 @@ class LocalStorage(Storage):
 
 
 _S3_CLIENTS = {}
+# Retrying these cannot help: the key is not there or these credentials may not have it.
 _PERMANENT_S3_CODES = {"NoSuchKey", "NoSuchBucket", "404", "NotFound", "AccessDenied", "403",
-                       "InvalidObjectState", "AllAccessDisabled", "InvalidBucketName"}
+                       "InvalidObjectState", "AllAccessDisabled", "InvalidBucketName",
+                       "InvalidAccessKeyId", "SignatureDoesNotMatch"}
 
 
 def s3_client():

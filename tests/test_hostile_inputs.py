@@ -137,3 +137,51 @@ def test_missing_s3_key_fails_at_once_with_the_reason(tmp_path, redis_url, regis
     assert job.get_status() == "failed" and "s3://holes/gone.jpg" in job.meta["error"]
     assert "not found" in job.meta["error"]
     assert time.time() - started < 60                  # permanent: no retries with backoff
+
+
+def test_s3_access_denied_fails_at_once_with_the_reason(tmp_path, redis_url, registry_root):
+    """moto's server enforcing IAM: the worker's credentials may list the bucket, not read it."""
+    import time
+
+    import boto3
+    from redis import Redis
+    from rq.job import Job
+
+    from shared.jobs import JobPayload
+    from shared.queues import queue, serializer
+    from tests.services import free_port, wait_for_port
+    port = free_port()
+    # The first 5 requests are unauthenticated (set-up); IAM is enforced from then on.
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "5"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, server, "moto server")
+        admin = dict(endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+                     aws_access_key_id="admin", aws_secret_access_key="admin")
+        s3, iam = boto3.client("s3", **admin), boto3.client("iam", **admin)
+        s3.create_bucket(Bucket="locked")
+        ok, buf = cv2.imencode(".jpg", textured(50, 50))
+        s3.put_object(Bucket="locked", Key="scan.jpg", Body=buf.tobytes())
+        iam.create_user(UserName="worker")
+        iam.put_user_policy(UserName="worker", PolicyName="list-only", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": "*"}]}))
+        key = iam.create_access_key(UserName="worker")["AccessKey"]
+        env = {**os.environ, "REDIS_URL": redis_url, "DUSTSPOT_MODELS": registry_root,
+               "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_DEFAULT_REGION": "us-east-1",
+               "AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
+        redis = Redis.from_url(redis_url)
+        payload = JobPayload(source="s3://locked/scan.jpg", dest=str(tmp_path / "out"), name="scan.jpg", batch="locked")
+        queue("dustspot", redis).enqueue("worker.job.segment_job", payload.to_dict(), job_id="locked-scan")
+        started = time.time()
+        proc = subprocess.run([sys.executable, "-m", "shared.cli", "worker", "--burst", "--threads", "1", *FLAGS],
+                              capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        job = Job.fetch("locked-scan", connection=redis, serializer=serializer())
+        assert job.get_status() == "failed"
+        assert "s3://locked/scan.jpg" in job.meta["error"] and "AccessDenied" in job.meta["error"]
+        assert time.time() - started < 60                 # permanent: no retries with backoff
+        assert key["SecretAccessKey"] not in proc.stdout + proc.stderr
+    finally:
+        server.terminate()
+        server.wait(10)
