@@ -1,4 +1,4 @@
-"""The model registry: versioned OpenVINO models in a folder (or, later, an S3 prefix).
+"""The model registry: versioned OpenVINO models in a folder or under an S3 prefix.
 
 Layout (DESIGN.md):
     <root>/<name>/<version>/model.xml, model.bin, manifest.json
@@ -9,7 +9,9 @@ A model reference is one of:
     "name:version"      -> that version ("name:latest" is the same as "name")
     a path to a version folder, or to a model.xml beside a manifest.json
 Loading verifies every file against the sha256 in the manifest, so a tampered or
-truncated model is refused before it is compiled.
+truncated model is refused before it is compiled. From an S3 registry a version is
+downloaded once into a local cache (DUSTSPOT_CACHE, default ~/.cache/dustspot) and
+verified there; OpenVINO then reads it from disk.
 """
 import datetime
 import hashlib
@@ -61,13 +63,49 @@ def _check_name(kind: str, value: str) -> str:
     return value
 
 
+def _is_s3(root: str) -> bool:
+    return root.startswith("s3://")
+
+
+def _store(root: str):
+    from .storage import open_storage
+    return open_storage(root)
+
+
 def latest_version(root: str, name: str) -> str:
-    pointer = os.path.join(root, _check_name("name", name), "latest")
+    from .errors import StorageError
+    key = f"{_check_name('name', name)}/latest"
     try:
-        with open(pointer) as f:
-            return _check_name("version", f.read().strip())
-    except FileNotFoundError:
-        raise ModelError(f"model {name!r} not found in registry {root} (no {pointer})") from None
+        return _check_name("version", _store(root).read(key).decode().strip())
+    except StorageError:
+        raise ModelError(f"model {name!r} not found in registry {root} (no {name}/latest)") from None
+
+
+def _cache_root() -> str:
+    return os.environ.get("DUSTSPOT_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "dustspot"))
+
+
+def _fetch(root: str, name: str, version: str) -> str:
+    """Download a version from an S3 registry into the local cache; returns the folder."""
+    from .errors import StorageError
+    bucket_prefix = root[len("s3://"):].strip("/").replace("/", "_")
+    folder = os.path.join(_cache_root(), "models", bucket_prefix, name, version)
+    store = _store(root)
+    try:
+        manifest = json.loads(store.read(f"{name}/{version}/manifest.json"))
+    except StorageError:
+        raise ModelError(f"model {name}:{version} not found in registry {root}") from None
+    os.makedirs(folder, exist_ok=True)
+    for fname in MODEL_FILES:
+        path = os.path.join(folder, fname)
+        if not (os.path.exists(path) and sha256_of(path) == manifest.get("files", {}).get(fname)):
+            tmp = path + ".part"
+            with open(tmp, "wb") as f:
+                f.write(store.read(f"{name}/{version}/{fname}"))
+            os.replace(tmp, path)
+    with open(os.path.join(folder, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=2, sort_keys=True)
+    return folder
 
 
 def _load_folder(folder: str, verify: bool) -> ModelHandle:
@@ -105,7 +143,12 @@ def resolve(ref: str | None = None, root: str | None = None, verify: bool = True
     _check_name("name", name)
     if not version or version == "latest":
         version = latest_version(root, name)
-    folder = os.path.join(root, name, _check_name("version", version))
+    _check_name("version", version)
+    if _is_s3(root):
+        if not verify:                      # a version check only (workers, between jobs)
+            return ModelHandle(name, version, "", {})
+        return _load_folder(_fetch(root, name, version), verify)
+    folder = os.path.join(root, name, version)
     if not os.path.isdir(folder):
         raise ModelError(f"model {name}:{version} not found in registry {root}")
     return _load_folder(folder, verify)
@@ -114,33 +157,30 @@ def resolve(ref: str | None = None, root: str | None = None, verify: bool = True
 def list_models(root: str | None = None) -> list[dict]:
     """One row per version: name, version, precision, created, whether it is latest."""
     root = root or defaults.models_root()
-    rows = []
-    for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
-        folder = os.path.join(root, name)
-        if not os.path.isdir(folder) or not _NAME.match(name):
-            continue
-        try:
-            latest = latest_version(root, name)
-        except ModelError:
-            latest = None
-        for version in sorted(os.listdir(folder)):
-            if os.path.isfile(os.path.join(folder, version, "manifest.json")):
-                m = _load_folder(os.path.join(folder, version), verify=False).manifest
-                rows.append({"name": name, "version": version, "precision": m.get("precision"),
-                             "created": m.get("created"), "latest": version == latest})
+    if not _is_s3(root) and not os.path.isdir(root):
+        return []
+    store = _store(root)
+    versions = sorted(tuple(k.split("/")[:2]) for k in store.list()
+                      if k.count("/") == 2 and k.endswith("/manifest.json") and _NAME.match(k.split("/")[0]))
+    rows, latest = [], {}
+    for name, version in versions:
+        if name not in latest:
+            try:
+                latest[name] = latest_version(root, name)
+            except ModelError:
+                latest[name] = None
+        m = json.loads(store.read(f"{name}/{version}/manifest.json"))
+        rows.append({"name": name, "version": version, "precision": m.get("precision"),
+                     "created": m.get("created"), "latest": version == latest[name]})
     return rows
 
 
 def promote(root: str, name: str, version: str) -> None:
     """Point `latest` at a version (atomically: readers see the old or the new pointer)."""
-    folder = os.path.join(root, _check_name("name", name), _check_name("version", version))
-    if not os.path.isfile(os.path.join(folder, "manifest.json")):
+    store = _store(root)
+    if not store.exists(f"{_check_name('name', name)}/{_check_name('version', version)}/manifest.json"):
         raise ModelError(f"cannot promote {name}:{version}: not in registry {root}")
-    pointer = os.path.join(root, name, "latest")
-    tmp = pointer + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(version + "\n")
-    os.replace(tmp, pointer)
+    store.write(f"{name}/latest", (version + "\n").encode())
 
 
 def publish(root: str, name: str, version: str, model_xml: str, manifest: dict,
@@ -150,7 +190,12 @@ def publish(root: str, name: str, version: str, model_xml: str, manifest: dict,
     `manifest` carries the descriptive fields (architecture, input, precision, training,
     metrics, parent...); name, version, created and files are filled in here.
     """
-    folder = os.path.join(root, _check_name("name", name), _check_name("version", version))
+    store = _store(root)
+    if store.exists(f"{_check_name('name', name)}/{_check_name('version', version)}/manifest.json"):
+        raise ModelError(f"{name}:{version} already exists in {root}; versions are immutable")
+    if _is_s3(root):
+        return _publish_s3(root, name, version, model_xml, manifest, make_latest)
+    folder = os.path.join(root, name, version)
     if os.path.exists(folder):
         raise ModelError(f"{name}:{version} already exists in {root}; versions are immutable")
     staging = folder + ".partial"
@@ -158,13 +203,33 @@ def publish(root: str, name: str, version: str, model_xml: str, manifest: dict,
     os.makedirs(staging)
     shutil.copyfile(model_xml, os.path.join(staging, "model.xml"))
     shutil.copyfile(os.path.splitext(model_xml)[0] + ".bin", os.path.join(staging, "model.bin"))
-    full = dict(manifest)
-    full.update(name=name, version=version,
-                created=full.get("created") or datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                files={f: sha256_of(os.path.join(staging, f)) for f in MODEL_FILES})
+    full = _full_manifest(manifest, name, version, {f: os.path.join(staging, f) for f in MODEL_FILES})
     with open(os.path.join(staging, "manifest.json"), "w") as f:
         json.dump(full, f, indent=2, sort_keys=True)
     os.rename(staging, folder)
     if make_latest:
         promote(root, name, version)
     return _load_folder(folder, verify=True)
+
+
+def _full_manifest(manifest: dict, name: str, version: str, paths: dict) -> dict:
+    """The descriptive fields plus name, version, created and the sha256 of every file."""
+    full = dict(manifest)
+    full.update(name=name, version=version,
+                created=full.get("created") or datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                files={f: sha256_of(p) for f, p in paths.items()})
+    return full
+
+
+def _publish_s3(root, name, version, model_xml, manifest, make_latest) -> ModelHandle:
+    """Upload the files, then the manifest (its presence marks the version complete)."""
+    store = _store(root)
+    sources = {"model.xml": model_xml, "model.bin": os.path.splitext(model_xml)[0] + ".bin"}
+    full = _full_manifest(manifest, name, version, sources)
+    for fname, path in sources.items():
+        with open(path, "rb") as f:
+            store.write(f"{name}/{version}/{fname}", f.read())
+    store.write(f"{name}/{version}/manifest.json", json.dumps(full, indent=2, sort_keys=True).encode())
+    if make_latest:
+        promote(root, name, version)
+    return resolve(f"{name}:{version}", root)

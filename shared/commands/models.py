@@ -9,7 +9,7 @@ import click
               help="Registry root (default: the bundled models/).")
 @click.pass_context
 def models(ctx, registry_root):
-    """List, inspect and promote models in the registry."""
+    """List, inspect, publish and promote models (a folder or an s3:// prefix)."""
     from .. import defaults
     ctx.obj = registry_root or defaults.models_root()
 
@@ -39,6 +39,32 @@ def show(root, ref):
     except ModelError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(handle.manifest, indent=2, sort_keys=True))
+
+
+@models.command("publish")
+@click.argument("model_xml", type=click.Path(exists=True, dir_okay=False))
+@click.option("--name", required=True, help="Model name in the registry.")
+@click.option("--version", "version", required=True, help="New, immutable version string.")
+@click.option("--manifest", "manifest_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="JSON file with the descriptive manifest fields (architecture, input, recommended, "
+                   "precision, training, metrics, parent); a model folder's manifest.json works.")
+@click.option("--latest/--no-latest", default=True, show_default=True, help="Point `latest` at it.")
+@click.pass_obj
+def publish(root, model_xml, name, version, manifest_path, latest):
+    """Copy MODEL_XML (+ its .bin) into the registry as NAME:VERSION with a hashed manifest."""
+    from ..errors import DustspotError
+    from ..registry import publish as do_publish
+    fields = {}
+    if manifest_path:
+        with open(manifest_path) as f:
+            fields = json.load(f)
+        for generated in ("name", "version", "created", "files"):
+            fields.pop(generated, None)
+    try:
+        handle = do_publish(root, name, version, model_xml, fields, make_latest=latest)
+    except DustspotError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"published {handle.name}:{handle.version} ({handle.sha256[:12]}) in {root}")
 
 
 @models.command("promote")
