@@ -112,8 +112,12 @@ def manifest_fields(state, run, net, command):
     }
 
 
-def export(source, registry, name, version, command=None, make_latest=True, echo=print):
-    """Convert SOURCE (run folder or checkpoint) and publish it as name:version in registry."""
+def export(source, registry, name, version, command=None, make_latest=True, echo=print,
+           int8=False, int8_latest=False):
+    """Convert SOURCE (run folder or checkpoint) and publish it as name:version in registry.
+
+    With int8, also quantize (NNCF PTQ) and publish name:version-int8 when its object
+    recall on the held-out synthetic tiles is within 1 point of the FP16 model's."""
     from shared import registry as reg
     net, state, run = load_checkpoint(source)
     fields = manifest_fields(state, run, net, command)
@@ -123,5 +127,38 @@ def export(source, registry, name, version, command=None, make_latest=True, echo
         echo(f"IR check: 1x3x{CHECK_SIZE}x{CHECK_SIZE} ok, max |ov - torch| = {diff:.4f}")
         fields["export_check"] = {"size": CHECK_SIZE, "max_abs_diff_vs_torch": diff}
         handle = reg.publish(registry, name, version, xml, fields, make_latest=make_latest)
-    echo(f"published {name}:{version} -> {handle.folder}")
+        echo(f"published {name}:{version} -> {handle.folder}")
+        if int8:
+            publish_int8(run, registry, name, version, xml, fields, make_latest=int8_latest, echo=echo)
+    return handle
+
+
+def publish_int8(run, registry, name, version, fp16_xml, fields, make_latest=False, echo=print):
+    """Quantize, compare with FP16 on the held-out pool, publish as <version>-int8 if it holds."""
+    from shared import registry as reg
+    from shared.errors import ModelError
+
+    from . import data, quantize
+    train_images, _ = data.load_pool(os.path.join(run, "pool-train"))
+    valid_images, valid_masks = data.load_pool(os.path.join(run, "pool-valid"))
+    rng = np.random.default_rng(0)
+    pick = np.sort(rng.choice(len(train_images), min(quantize.CALIBRATION_TILES, len(train_images)), replace=False))
+    threshold = fields["recommended"]["threshold"]
+    with tempfile.TemporaryDirectory() as tmp:
+        int8_xml = quantize.quantize(fp16_xml, np.asarray(train_images[pick]), os.path.join(tmp, "model.xml"))
+        check = quantize.compare(fp16_xml, int8_xml, np.asarray(valid_images), np.asarray(valid_masks), threshold)
+        echo(f"INT8 vs FP16 on {len(valid_images)} held-out tiles: object recall "
+             f"{check['int8']['object_recall']:.3f} vs {check['fp16']['object_recall']:.3f}, precision "
+             f"{check['int8']['object_precision']:.3f} vs {check['fp16']['object_precision']:.3f}")
+        if check["recall_drop"] > quantize.MAX_RECALL_DROP:
+            raise ModelError(f"INT8 not published: object recall drops by {check['recall_drop']:.3f} "
+                             f"(> {quantize.MAX_RECALL_DROP})")
+        int8_fields = dict(fields, precision="int8", parent=f"{name}:{version}",
+                           quantization={"method": "NNCF post-training quantization, preset MIXED",
+                                         "calibration_tiles": int(len(pick)),
+                                         "calibration_source": "training pool (pool-train)",
+                                         "check_vs_fp16": check})
+        int8_fields.pop("export_check", None)
+        handle = reg.publish(registry, name, f"{version}-int8", int8_xml, int8_fields, make_latest=make_latest)
+    echo(f"published {name}:{version}-int8 -> {handle.folder}")
     return handle

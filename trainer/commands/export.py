@@ -10,13 +10,15 @@ from .train import _command_line
 @click.option("--name", default=None, help="model name (default: the bundled model's name)")
 @click.option("--version", "version", required=True, help="new, immutable version string")
 @click.option("--latest/--no-latest", default=True, show_default=True, help="point `latest` at it")
-def export(source, registry, name, version, latest):
+@click.option("--int8", is_flag=True, help="also publish VERSION-int8 (NNCF PTQ), if within 1 point of FP16 recall")
+@click.option("--int8-latest", is_flag=True, help="point `latest` at the INT8 version instead")
+def export(source, registry, name, version, latest, int8, int8_latest):
     """Export SOURCE (a run folder or checkpoint file) and publish it."""
     from shared import defaults
     from .. import export as exporting
     exporting.export(source, registry or defaults.models_root(), name or defaults.MODEL, version,
-                     command=_command_line("export"), make_latest=latest,
-                     echo=click.echo)
+                     command=_command_line("export"), make_latest=latest and not int8_latest,
+                     echo=click.echo, int8=int8, int8_latest=int8_latest)
 
 
 if __name__ == "__main__":
