@@ -132,7 +132,8 @@ def test_command_checker_is_not_vacuous():
     assert check_line("X=1 dustspot status BATCH --watch | tee log  # comment --nope", "x") == []
     assert check_line("dustspot worker --no-such-flag", "x")
     assert check_line("dustspot frobnicate --x", "x")
-    assert check_line("dustspot models --registry /r publish x", "x")
+    assert check_line("dustspot models --registry /r frobnicate x", "x")
+    assert check_line("dustspot models --no-such-flag list", "x")
     assert invocations("honcho export systemd d -a dustspot -u dustspot -c worker=2") == []
     assert invocations("useradd --system dustspot") == []
     assert invocations("exec dustspot worker --threads ${DUSTSPOT_THREADS:-1}") == \
@@ -447,6 +448,25 @@ def test_worker_healthcheck_passes_and_fails_when_it_should(redis_server, regist
     assert run({**good, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}).returncode != 0
     assert run({**good, "DUSTSPOT_MODEL": "no-such-model"}).returncode != 0
     assert run({**good, "DUSTSPOT_MODEL": ""}).returncode != 0      # the default model is not in this registry
+
+
+def test_worker_healthcheck_with_a_registry_on_s3(tmp_path, redis_server, s3_endpoint):  # noqa: F811
+    import boto3
+    from tests.ovmodels import conv_model, publish_model
+    local = tmp_path / "local"
+    handle = publish_model(conv_model(), str(local), "dustspot-unet", "1")
+    boto3.client("s3").create_bucket(Bucket="health-models")
+    res = subprocess.run([sys.executable, "-m", "shared.cli", "models", "--registry", "s3://health-models/reg",
+                          "publish", handle.xml, "--name", "dustspot-unet", "--version", "1"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("DUSTSPOT_")},
+           "REDIS_URL": redis_server, "DUSTSPOT_MODELS": "s3://health-models/reg",
+           "DUSTSPOT_CACHE": str(tmp_path / "cache")}
+    res = subprocess.run(healthcheck_command(), env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    env["DUSTSPOT_MODELS"] = "s3://health-models/elsewhere"
+    assert subprocess.run(healthcheck_command(), env=env, capture_output=True, timeout=60).returncode != 0
 
 
 # --- systemd units -----------------------------------------------------------------------------------
