@@ -27,6 +27,26 @@ COMMANDS = {
 }
 
 
+# Optional packages and the extra that installs them.
+EXTRA_OF = {"torch": "trainer", "torchvision": "trainer", "segmentation_models_pytorch": "trainer",
+            "nncf": "trainer", "skimage": "trainer", "redis": "worker", "rq": "worker",
+            "rq_dashboard": "worker", "boto3": "worker", "botocore": "worker"}
+
+
+class _FriendlyImports(click.Command):
+    """Commands import heavy packages inside their function; a missing one gets a hint."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ModuleNotFoundError as exc:
+            extra = EXTRA_OF.get((exc.name or "").split(".")[0])
+            if extra is None:
+                raise
+            raise click.ClickException(f"`dustspot {ctx.info_name}` needs {exc.name}, which is not "
+                                       f"installed: pip install 'dustspot[{extra}]'") from None
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx):
         return sorted(COMMANDS)
@@ -37,7 +57,10 @@ class LazyGroup(click.Group):
             return None
         module, _, attr = target.partition(":")
         try:
-            return getattr(importlib.import_module(module), attr)
+            command = getattr(importlib.import_module(module), attr)
+            if type(command) is click.Command:
+                command.__class__ = _FriendlyImports
+            return command
         except ImportError as exc:
             # e.g. `dustspot train` in a worker install: say what to install.
             @click.command(name, help=f"(unavailable: {exc})")

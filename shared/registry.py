@@ -99,13 +99,18 @@ def _fetch(root: str, name: str, version: str) -> str:
     for fname in MODEL_FILES:
         path = os.path.join(folder, fname)
         if not (os.path.exists(path) and sha256_of(path) == manifest.get("files", {}).get(fname)):
-            tmp = path + ".part"
-            with open(tmp, "wb") as f:
-                f.write(store.read(f"{name}/{version}/{fname}"))
-            os.replace(tmp, path)
-    with open(os.path.join(folder, "manifest.json"), "w") as f:
-        json.dump(manifest, f, indent=2, sort_keys=True)
+            _write_atomic(path, store.read(f"{name}/{version}/{fname}"))
+    _write_atomic(os.path.join(folder, "manifest.json"), json.dumps(manifest, indent=2, sort_keys=True).encode())
     return folder
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    """Several workers on a host share the cache: each writes its own temporary file."""
+    import tempfile
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix="." + os.path.basename(path) + ".", suffix=".part")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
 
 
 def _load_folder(folder: str, verify: bool) -> ModelHandle:

@@ -638,10 +638,6 @@ class BundledModelMissing(AssertionError):
     pass
 
 
-@pytest.mark.xfail(strict=True, raises=BundledModelMissing,
-                   reason="BUG (setup.cfg): a wheel / non-editable install leaves models/ out (not a package), "
-                          "so the bundled model is only found from a checkout or with DUSTSPOT_MODELS; "
-                          "the images and systemd units set DUSTSPOT_MODELS meanwhile")
 def test_non_editable_install_ships_the_bundled_model(tmp_path):
     from tests.ovmodels import conv_model, publish_model
     context = build_context(tmp_path / "context")
