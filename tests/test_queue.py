@@ -117,8 +117,9 @@ def test_corrupt_scan_fails_with_reason_others_finish_and_retry(tmp_path, env):
     names = make_scans(src, 20, corrupt={6})
     batch, _ = enqueue(env, src, dst)
     run_workers(env)
-    status = cli(["status", batch], env).stdout
+    status = cli(["status", batch, "--failures"], env).stdout
     assert "19 done" in status and "1 failed" in status
+    assert f"FAILED {names[6]}: " in status and "truncated JPEG" in status
     summary = json.loads((dst / f"dustspot-batch-{batch}.json").read_text())
     assert list(summary["failures"]) == [names[6]]
     assert "truncated JPEG" in summary["failures"][names[6]]

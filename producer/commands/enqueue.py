@@ -15,16 +15,18 @@ from shared.commands.options import build_options
 @click.option("--force", is_flag=True, help="Re-run scans whose outputs already exist.")
 @click.option("--dry-run", is_flag=True, help="List what would be enqueued; touch nothing.")
 @click.option("--redis-url", envvar="REDIS_URL", default=None)
-@click.option("--size", type=click.IntRange(32), default=None)
-@click.option("--square", type=click.IntRange(32), default=None)
-@click.option("--native", is_flag=True)
-@click.option("--tile", type=click.IntRange(32), default=None)
-@click.option("--overlap", type=click.IntRange(0), default=None)
-@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), default=None)
-@click.option("--overlay", is_flag=True)
-@click.option("--prob", is_flag=True)
+@click.option("--size", type=click.IntRange(32), default=None, help="Working resolution: long side N px.")
+@click.option("--square", type=click.IntRange(32), default=None, help="Working resolution: N x N.")
+@click.option("--native", is_flag=True, help="No resize.")
+@click.option("--tile", type=click.IntRange(32), default=None, help="Tile side in px.")
+@click.option("--overlap", type=click.IntRange(0), default=None, help="Overlap between tiles in px.")
+@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), default=None, help="Dust probability threshold.")
+@click.option("--overlay", is_flag=True, help="Also write <name>.overlay.jpg.")
+@click.option("--prob", is_flag=True, help="Also write <name>.prob.png.")
+@click.option("--max-pixels", type=click.IntRange(1), default=None,
+              help="Pixel limit for these scans (default: the worker's, 300 MP).")
 def enqueue(source, dest, batch, queue_name, model_ref, force, dry_run, redis_url,
-            size, square, native, tile, overlap, threshold, overlay, prob):
+            size, square, native, tile, overlap, threshold, overlay, prob, max_pixels):
     """Enqueue every scan under SOURCE (folder or s3://bucket/prefix); print the batch id."""
     from dataclasses import asdict
 
@@ -33,7 +35,7 @@ def enqueue(source, dest, batch, queue_name, model_ref, force, dry_run, redis_ur
     from shared.jobs import JOB_OPTIONS
     from shared.queues import connect
 
-    opts = build_options(size, square, native, tile, overlap, threshold, overlay, prob, None)
+    opts = build_options(size, square, native, tile, overlap, threshold, overlay, prob, max_pixels)
     options = {k: v for k, v in asdict(opts).items() if k in JOB_OPTIONS and v not in (None, False)}
     started = time.perf_counter()
     try:

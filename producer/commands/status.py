@@ -34,8 +34,9 @@ def _line(batch, c, rate):
 @click.command("status")
 @click.argument("batch", required=False)
 @click.option("--watch", is_flag=True, help="Live progress bar until the batch is complete.")
+@click.option("--failures", is_flag=True, help="Also list each failed scan with its reason.")
 @click.option("--redis-url", envvar="REDIS_URL", default=None)
-def status(batch, watch, redis_url):
+def status(batch, watch, failures, redis_url):
     """Progress of BATCH (or of every batch when none is named)."""
     from tqdm import tqdm
 
@@ -48,6 +49,9 @@ def status(batch, watch, redis_url):
     if not watch:
         for name in names:
             click.echo(_line(name, batches.counts(redis, name), _rate(redis, name)))
+            if failures:
+                for scan, reason in sorted(redis.hgetall(batches.key(name, "failures")).items()):
+                    click.echo(f"  FAILED {scan.decode()}: {reason.decode()}")
         return
     if len(names) != 1:
         raise click.UsageError("--watch needs one BATCH")
