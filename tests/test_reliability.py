@@ -153,3 +153,26 @@ def test_worker_refuses_paths_outside_the_allowed_roots(tmp_path, env, case):
     assert not (allowed / "dst" / (name[:-4] + ".mask.png")).exists()
     if summary:
         assert "outside the allowed roots" in summary["failures"][name]
+
+
+def test_sigterm_finishes_the_current_scan_then_exits(tmp_path, env):
+    from redis import Redis
+    redis = Redis.from_url(env["REDIS_URL"])
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    write(src / "big.png", textured(2400, 2400, seed=9))
+    write(src / "next.png", textured(100, 100, seed=10))
+    batch = cli(["enqueue", str(src), "--out", str(dst), "--model", "slow", "--native", "--tile", "256"],
+                env).stdout.strip()
+    worker = start_worker(env, "--model", "slow")
+    deadline = time.time() + 120
+    while job_status(redis, batch, str(src / "big.png")) != "started" and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1)
+    assert not (dst / "big.mask.png").exists()
+    worker.send_signal(signal.SIGTERM)
+    log = worker.communicate(timeout=300)[0]
+    assert worker.returncode == 0, log[-2000:]
+    assert json.loads((dst / "big.json").read_text())["status"] == "ok"      # finished, not cut off
+    assert job_status(redis, batch, str(src / "big.png")) == "finished"
+    assert job_status(redis, batch, str(src / "next.png")) == "queued"       # left for the others
