@@ -21,6 +21,7 @@ COMMANDS = {
     "dashboard": "shared.commands.dashboard:dashboard",
     "evaluate": "shared.commands.evaluate:evaluate",
     "bench": "shared.commands.bench:bench",
+    "rethreshold": "shared.commands.rethreshold:rethreshold",
     "synth": "trainer.commands.synth:synth",
     "train": "trainer.commands.train:train",
     "export": "trainer.commands.export:export",

@@ -9,6 +9,17 @@ SUFFIX_MASK = ".mask.png"
 SUFFIX_REPORT = ".json"
 SUFFIX_OVERLAY = ".overlay.jpg"
 SUFFIX_PROB = ".prob.png"
+CLEAN_EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "TIFF": ".tif"}
+
+
+def encode_clean(pixels: np.ndarray, fmt: str) -> tuple[str, bytes]:
+    """The healed scan in the input's format and bit depth: (suffix, bytes)."""
+    ext = CLEAN_EXTENSIONS[fmt]
+    params = [cv2.IMWRITE_JPEG_QUALITY, 95] if ext == ".jpg" else []
+    ok, buf = cv2.imencode(ext, pixels, params)
+    if not ok:
+        raise ValueError(f"encoding the cleaned image as {fmt} failed")
+    return ".clean" + ext, buf.tobytes()
 
 
 def to_uint8(pixels: np.ndarray) -> np.ndarray:

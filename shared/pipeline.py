@@ -10,7 +10,6 @@ size (as 8-bit, so the stored .prob.png rethresholds to exactly the same mask) -
 threshold -> spots.
 """
 import json
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -22,9 +21,10 @@ from . import __version__, defaults
 from .engine import EngineSettings, OpenVINOEngine
 from .errors import DustspotError
 from .imageio import read_scan
-from .outputs import SUFFIX_REPORT, encode_outputs, render_overlay
+from .inpaint import heal
+from .outputs import SUFFIX_REPORT, encode_clean, encode_outputs, render_overlay
 from .registry import resolve
-from .spots import find_spots
+from .spots import find_spots, threshold_mask
 from .storage import open_storage, output_stem
 from .tiling import TileGrid
 
@@ -43,6 +43,7 @@ class SegmentOptions:
     min_area: int = defaults.MIN_SPOT_AREA
     overlay: bool = False
     prob: bool = False
+    inpaint: bool = False                # also write <name>.clean.<ext>
     max_pixels: int = defaults.MAX_PIXELS
 
     def resolved(self, manifest: dict | None = None) -> "SegmentOptions":
@@ -143,8 +144,7 @@ def segment(pixels: np.ndarray, session: Session) -> Segmentation:
         prob8 = cv2.resize(prob8, (width, height), interpolation=cv2.INTER_LINEAR)
     lap("upsample")
 
-    level = math.ceil(o.threshold * 255 - 1e-9)           # dust where prob8 >= level
-    _, mask = cv2.threshold(prob8, level - 1, 255, cv2.THRESH_BINARY)
+    mask = threshold_mask(prob8, o.threshold)
     lap("threshold")
 
     spots, mask = find_spots(mask, prob8, o.min_area)
@@ -197,6 +197,9 @@ def process_scan(source: str, out_root: str, relative_name: str, session: Sessio
         t1 = time.perf_counter()
         overlay = render_overlay(scan.pixels, seg.spots) if session.options.overlay else None
         files = encode_outputs(seg.mask, seg.prob8 if session.options.prob else None, overlay)
+        if session.options.inpaint:
+            suffix, data = encode_clean(heal(scan.pixels, seg.mask, seg.spots), scan.format)
+            files[suffix] = data
         encode_time = time.perf_counter() - t1
         del scan
         t2 = time.perf_counter()

@@ -1,6 +1,15 @@
-"""From a binary mask to a list of spots (connected components) with their scores."""
+"""From probabilities to a binary mask, and from a mask to a list of spots with scores."""
+import math
+
 import cv2
 import numpy as np
+
+
+def threshold_mask(prob8: np.ndarray, threshold: float) -> np.ndarray:
+    """0/255 mask where prob8 / 255 >= threshold (the same rule for segment and rethreshold)."""
+    level = math.ceil(threshold * 255 - 1e-9)
+    _, mask = cv2.threshold(prob8, level - 1, 255, cv2.THRESH_BINARY)
+    return mask
 
 
 def find_spots(mask: np.ndarray, prob8: np.ndarray, min_area: int = 1) -> tuple[list[dict], np.ndarray]:

@@ -23,10 +23,11 @@ from shared.commands.options import build_options
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), default=None, help="Dust probability threshold.")
 @click.option("--overlay", is_flag=True, help="Also write <name>.overlay.jpg.")
 @click.option("--prob", is_flag=True, help="Also write <name>.prob.png.")
+@click.option("--inpaint", is_flag=True, help="Also write <name>.clean.<ext> (spots inpainted).")
 @click.option("--max-pixels", type=click.IntRange(1), default=None,
               help="Pixel limit for these scans (default: the worker's, 300 MP).")
 def enqueue(source, dest, batch, queue_name, model_ref, force, dry_run, redis_url,
-            size, square, native, tile, overlap, threshold, overlay, prob, max_pixels):
+            size, square, native, tile, overlap, threshold, overlay, prob, inpaint, max_pixels):
     """Enqueue every scan under SOURCE (folder or s3://bucket/prefix); print the batch id."""
     from dataclasses import asdict
 
@@ -35,7 +36,7 @@ def enqueue(source, dest, batch, queue_name, model_ref, force, dry_run, redis_ur
     from shared.jobs import JOB_OPTIONS
     from shared.queues import connect
 
-    opts = build_options(size, square, native, tile, overlap, threshold, overlay, prob, max_pixels)
+    opts = build_options(size, square, native, tile, overlap, threshold, overlay, prob, max_pixels, inpaint)
     options = {k: v for k, v in asdict(opts).items() if k in JOB_OPTIONS and v not in (None, False)}
     started = time.perf_counter()
     try:

@@ -25,6 +25,8 @@ def pipeline_options(func):
                      help="Probability at or above which a pixel is dust (default: the model's recommendation)."),
         click.option("--overlay", is_flag=True, help="Also write <name>.overlay.jpg (reduced preview, spots circled)."),
         click.option("--prob", is_flag=True, help="Also write <name>.prob.png (8-bit probability map)."),
+        click.option("--inpaint", is_flag=True,
+                     help="Also write <name>.clean.<ext>: the scan with every spot inpainted, same format and depth."),
         click.option("--max-pixels", type=click.IntRange(1), default=defaults.MAX_PIXELS, show_default=True,
                      help="Refuse scans with more pixels than this (checked from the header)."),
         click.option("--threads", type=click.IntRange(1), default=None, envvar="DUSTSPOT_THREADS",
@@ -39,7 +41,7 @@ def pipeline_options(func):
     return func
 
 
-def build_options(size, square, native, tile, overlap, threshold, overlay, prob, max_pixels):
+def build_options(size, square, native, tile, overlap, threshold, overlay, prob, max_pixels, inpaint=False):
     """SegmentOptions from the CLI flags (None = the model's or the default value)."""
     from ..pipeline import SegmentOptions
 
@@ -48,7 +50,8 @@ def build_options(size, square, native, tile, overlap, threshold, overlay, prob,
         raise click.UsageError(f"choose one working resolution, not {' and '.join(chosen)}")
     mode = "native" if native else "square" if square else "size" if size else None
     return SegmentOptions(mode=mode, working_size=square or size, tile=tile, overlap=overlap,
-                          threshold=threshold, overlay=overlay, prob=prob, max_pixels=max_pixels)
+                          threshold=threshold, overlay=overlay, prob=prob, max_pixels=max_pixels,
+                          inpaint=inpaint)
 
 
 def split_pipeline_kwargs(kwargs: dict):
@@ -56,7 +59,7 @@ def split_pipeline_kwargs(kwargs: dict):
     from ..engine import EngineSettings
 
     options = build_options(*(kwargs.pop(k) for k in ("size", "square", "native", "tile", "overlap",
-                                                       "threshold", "overlay", "prob", "max_pixels")))
+                                                       "threshold", "overlay", "prob", "max_pixels", "inpaint")))
     settings = EngineSettings(precision=kwargs.pop("precision"), threads=kwargs.pop("threads"),
                               batch=kwargs.pop("batch"))
     return kwargs.pop("model_ref"), kwargs.pop("registry_root"), options, settings

@@ -1,0 +1,84 @@
+"""Inpainting (--inpaint) and sensitivity changes without re-running the model (rethreshold)."""
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from shared.inpaint import is_elongated
+from shared.pipeline import process_scan
+from tests.conftest import textured
+from tests.scans import write
+
+
+def smooth_scan(dtype=np.uint8, channels=3):
+    """A smooth gradient (easy to heal) with dark specks and a dark hair."""
+    y, x = np.mgrid[0:200, 0:300].astype(np.float32)
+    base = 120 + 60 * np.sin(x / 40) * np.cos(y / 50)
+    clean = np.dstack([base, base * 0.9, base * 0.8])[:, :, :channels].squeeze()
+    dust = np.zeros((200, 300), np.uint8)
+    for cx, cy in [(50, 40), (220, 150), (120, 100)]:
+        cv2.circle(dust, (cx, cy), 3, 255, -1)
+    cv2.line(dust, (30, 170), (150, 180), 255, 1)
+    img = clean.copy()
+    img[dust > 0] = 10
+    scale = 257 if dtype == np.uint16 else 1
+    return (img * scale).astype(dtype), dust, clean * scale
+
+
+@pytest.mark.parametrize("ext,dtype", [(".png", np.uint8), (".tif", np.uint16), (".jpg", np.uint8)])
+def test_inpaint_heals_the_spots_in_the_input_format(tmp_path, make_session, ext, dtype):
+    scan, dust, field = smooth_scan(dtype)
+    path = str(tmp_path / f"scan{ext}")
+    cv2.imwrite(path, scan)
+    # The identity model sees channel 0: make dust bright there so it is "detected".
+    detector = make_session("identity", mode="native", tile=128, overlap=32, threshold=0.5, inpaint=True)
+    inverted = scan.copy()
+    inverted[..., 0] = np.where(dust > 0, np.iinfo(dtype).max, 0)
+    cv2.imwrite(path, inverted) if ext != ".jpg" else cv2.imwrite(path, inverted, [cv2.IMWRITE_JPEG_QUALITY, 100])
+    report = process_scan(path, str(tmp_path / "out"), f"scan{ext}", detector)
+    clean = cv2.imread(str(tmp_path / "out" / f"scan.clean{ext}"), cv2.IMREAD_UNCHANGED)
+    assert clean is not None and clean.dtype == dtype and clean.shape == scan.shape
+    assert report["spot_count"] == (4 if ext != ".jpg" else report["spot_count"]) and report["spot_count"] >= 3
+    # channels 1-2 had dark dust on a smooth field: healed close to the dust-free field
+    scale = 257 if dtype == np.uint16 else 1
+    healed_error = np.abs(clean[..., 1].astype(np.float32) - field[..., 1])[dust > 0].mean() / scale
+    dusty_error = np.abs(inverted[..., 1].astype(np.float32) - field[..., 1])[dust > 0].mean() / scale
+    # JPEG blurs the 1-px hair below the threshold in places: it is only partly healed.
+    assert healed_error < (0.15 if ext != ".jpg" else 0.35) * dusty_error
+
+
+def test_shape_picks_the_method():
+    speck = np.zeros((20, 20), np.uint8)
+    cv2.circle(speck, (10, 10), 4, 255, -1)
+    hair = np.zeros((20, 60), np.uint8)
+    cv2.line(hair, (2, 5), (57, 14), 255, 1)
+    assert not is_elongated(speck) and is_elongated(hair)
+
+
+def test_rethreshold_matches_a_fresh_run(tmp_path, registry_root):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        write(src / f"s{i}.png", textured(150, 200, seed=i))
+    env = {**os.environ, "DUSTSPOT_MODELS": registry_root}
+    common = ["--model", "conv", "--native", "--tile", "128", "--overlap", "32", "--precision", "f32", "-q"]
+
+    def run(*args):
+        res = subprocess.run([sys.executable, "-m", "shared.cli", *args], capture_output=True, text=True,
+                             env=env, timeout=300)
+        assert res.returncode == 0, res.stderr
+        return res.stdout
+    run("segment", str(src), "--out", str(tmp_path / "a"), "--prob", "--threshold", "0.5", *common)
+    run("segment", str(src), "--out", str(tmp_path / "b"), "--threshold", "0.7", *common)
+    assert "3 scans rethresholded at 0.7" in run("rethreshold", str(tmp_path / "a"), "--threshold", "0.7")
+    for i in range(3):
+        a = cv2.imread(str(tmp_path / "a" / f"s{i}.mask.png"), cv2.IMREAD_UNCHANGED)
+        b = cv2.imread(str(tmp_path / "b" / f"s{i}.mask.png"), cv2.IMREAD_UNCHANGED)
+        np.testing.assert_array_equal(a, b)
+        ra = json.loads((tmp_path / "a" / f"s{i}.json").read_text())
+        rb = json.loads((tmp_path / "b" / f"s{i}.json").read_text())
+        assert ra["spots"] == rb["spots"] and ra["settings"]["threshold"] == 0.7
