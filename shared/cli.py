@@ -23,6 +23,7 @@ COMMANDS = {
     "bench": "shared.commands.bench:bench",
     "rethreshold": "shared.commands.rethreshold:rethreshold",
     "select": "shared.commands.select:select",
+    "report": "shared.commands.report:report",
     "export-cvat": "shared.commands.export_cvat:export_cvat",
     "prepare": "trainer.commands.prepare:prepare",
     "synth": "trainer.commands.synth:synth",

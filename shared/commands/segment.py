@@ -113,6 +113,9 @@ def segment(inputs, out_dir, workers, quiet, **kwargs):
         bar.close()
 
     elapsed = time.perf_counter() - started
+    if options.overlay:                  # thumbnails exist: the batch report costs nothing more
+        from ..report import write_report
+        write_report(out_dir)
     failed = [(rel, err) for rel, ok, err in results if ok is None]
     done = [ok for _, ok, _ in results if ok is not None]
     click.echo(f"{len(done)} of {len(results)} scans done, {len(failed)} failed, "
