@@ -91,3 +91,31 @@ def describe_pool(masks, limit=2000):
     m = np.asarray(masks[:limit]) > 127
     return {"dust_pixel_fraction": float(m.mean()),
             "empty_tile_fraction": float((~m.any(axis=(1, 2))).mean())}
+
+
+def load_prepared(folders, split: str, tile: int):
+    """Tiles written by `dustspot prepare` (PNG, 8 or 16 bit) as in-memory uint8 arrays.
+
+    16-bit tiles are reduced to 8 bits like the pipeline's 8-bit path sees them; tiles of
+    another size than the run's are skipped (prepare with the same --tile).
+    """
+    import cv2
+    images, masks = [], []
+    for folder in folders:
+        image_dir = os.path.join(folder, split, "images")
+        if not os.path.isdir(image_dir):
+            continue
+        for name in sorted(os.listdir(image_dir)):
+            image = cv2.imread(os.path.join(image_dir, name), cv2.IMREAD_UNCHANGED)
+            mask = cv2.imread(os.path.join(folder, split, "masks", name), cv2.IMREAD_GRAYSCALE)
+            if image is None or mask is None or image.shape[:2] != (tile, tile):
+                continue
+            if image.dtype == np.uint16:
+                image = (image >> 8).astype(np.uint8)
+            if image.ndim == 2:
+                image = np.repeat(image[:, :, None], 3, axis=2)
+            images.append(image[:, :, :3])
+            masks.append(mask)
+    if not images:
+        return None
+    return np.stack(images), np.stack(masks)

@@ -22,6 +22,7 @@ MIN_LR_FRACTION = 0.02
 BCE_WEIGHT = 10.0            # sparse targets: BCE keeps every pixel honest, Dice keeps tiny objects
 POS_WEIGHT = 1.0
 LOG_STEPS = 25
+REAL_FRACTION = 0.5          # share of each batch drawn from labelled tiles, when there are any
 
 
 def dice_loss(logits, target, eps=1.0):
@@ -124,7 +125,7 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
           decoder_channels=models.DEFAULT_DECODER, pool=POOL, valid_pool=VALID_POOL,
           threads=THREADS, workers=WORKERS, seed=SEED, device="auto", amp=True, resume=False,
           checkpoint_minutes=CHECKPOINT_MINUTES, eval_minutes=EVAL_MINUTES, command=None,
-          echo=print):
+          echo=print, datasets=(), real_fraction=REAL_FRACTION):
     if not steps and not minutes:
         raise ValueError("give --steps or --minutes (or both)")
     os.makedirs(run, exist_ok=True)
@@ -146,7 +147,8 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
                "amp": amp, "bce_weight": BCE_WEIGHT, "loss": f"{BCE_WEIGHT:g}*BCE + Dice",
                "optimizer": f"AdamW(lr={lr}, wd={WEIGHT_DECAY}), warm-up {WARMUP_STEPS} + cosine",
                "backgrounds": list(backgrounds), "sprites": sprite_dir,
-               "working_size": synth.WORKING_SIZE, "command": command}
+               "working_size": synth.WORKING_SIZE, "command": command,
+               "datasets": [os.path.abspath(d) for d in datasets], "real_fraction": real_fraction}
     pools, train_bg, valid_bg = prepare_pools(run, cfg["backgrounds"], cfg["sprites"], cfg["tile"],
                                               cfg["pool"], cfg["valid_pool"], cfg["seed"], workers, echo)
     if state is None:
@@ -157,6 +159,14 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
                        "valid": data.describe_pool(pools["valid"][1])}
         with open(os.path.join(run, "config.json"), "w") as f:
             json.dump(cfg, f, indent=2)
+
+    # Labelled scans (`dustspot prepare`): a share of every batch, and their own validation.
+    real = data.load_prepared(cfg.get("datasets", []), "train", cfg["tile"])
+    real_valid = data.load_prepared(cfg.get("datasets", []), "valid", cfg["tile"])
+    real_per_batch = 0 if real is None else max(1, round(cfg["batch"] * cfg.get("real_fraction", REAL_FRACTION)))
+    if cfg.get("datasets"):
+        echo(f"labelled tiles: {0 if real is None else len(real[0])} train, "
+             f"{0 if real_valid is None else len(real_valid[0])} valid; {real_per_batch} per batch")
 
     torch.manual_seed(cfg["seed"])
     net = models.build(cfg["spec"]).to(device)
@@ -191,9 +201,14 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
         t0 = time.time()
         for g in opt.param_groups:
             g["lr"] = lr_at(progress(), step, cfg["lr"])
-        idx = np.sort(rng.choice(len(images), cfg["batch"], replace=False))
-        x = torch.from_numpy(np.ascontiguousarray(images[idx])).permute(0, 3, 1, 2).float() / 255.0
-        y = torch.from_numpy((np.asarray(masks[idx]) > 127).astype(np.float32))[:, None]
+        idx = np.sort(rng.choice(len(images), cfg["batch"] - real_per_batch, replace=False))
+        batch_images, batch_masks = np.asarray(images[idx]), np.asarray(masks[idx])
+        if real_per_batch:
+            pick = rng.choice(len(real[0]), real_per_batch, replace=len(real[0]) < real_per_batch)
+            batch_images = np.concatenate([batch_images, real[0][pick]])
+            batch_masks = np.concatenate([batch_masks, real[1][pick]])
+        x = torch.from_numpy(np.ascontiguousarray(batch_images)).permute(0, 3, 1, 2).float() / 255.0
+        y = torch.from_numpy((batch_masks > 127).astype(np.float32))[:, None]
         x, y = augment(x, y, rng)
         x, y = x.to(device), y.to(device)
         with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=cfg["amp"]):
@@ -235,6 +250,8 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
     summary = {"step": step, "minutes": elapsed / 60, "tiles_seen": tiles_seen,
                "tiles_per_s": tiles_seen / elapsed if elapsed else 0.0,
                "valid": best, "valid_curve": result["curve"]}
+    if real_valid is not None:
+        summary["valid_labelled"] = evaluate(net, real_valid, device, cfg["amp"])["best"]
     with open(os.path.join(run, "final.json"), "w") as f:
         json.dump(summary, f, indent=2)
     _save({"model": net.state_dict(), "config": cfg, "summary": summary}, os.path.join(run, "model.pt"))

@@ -1,0 +1,84 @@
+"""The trainer for real, small: synthetic data, a few training steps on synthetic + labelled
+tiles, export to OpenVINO, publish, and segment with the result."""
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+
+from tests.conftest import textured
+from trainer import synth
+
+
+def test_synthetic_samples_are_deterministic_and_labelled():
+    background = textured(600, 900, seed=3)
+    a = synth.make_sample(background, np.random.default_rng(7), None, 128)
+    b = synth.make_sample(background, np.random.default_rng(7), None, 128)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    rng = np.random.default_rng(1)
+    samples = [synth.make_sample(background, rng, None, 128) for _ in range(12)]
+    for image, mask in samples:
+        assert image.shape == (128, 128, 3) and image.dtype == np.uint8
+        assert mask.shape == (128, 128) and set(np.unique(mask)) <= {0, 255}
+    assert sum((m > 0).any() for _, m in samples) >= 6          # most tiles carry dust
+
+
+def test_evaluation_photos_are_never_training_backgrounds(tmp_path):
+    for name in ("Path", "Autumn", "Kite"):
+        folder = tmp_path / name / "contents" / "images"
+        folder.mkdir(parents=True)
+        cv2.imwrite(str(folder / "1920x1080.jpg"), textured(60, 80))
+    found = synth.load_backgrounds([str(tmp_path)])
+    assert [os.path.relpath(p, tmp_path).split(os.sep)[0] for p in found] == ["Kite"]
+
+
+def run(args, env=None):
+    res = subprocess.run([sys.executable, "-m", "shared.cli", *args], capture_output=True, text=True,
+                         timeout=600, env=env or os.environ)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res
+
+
+def test_train_export_publish_segment(tmp_path):
+    from shared.cvat import write_export
+    backgrounds = tmp_path / "backgrounds"
+    backgrounds.mkdir()
+    for i in range(4):
+        cv2.imwrite(str(backgrounds / f"photo{i}.jpg"), textured(300, 400, seed=i))
+    # a small labelled set, as `dustspot prepare` makes it from a CVAT export
+    scan = textured(128, 192, seed=9)
+    mask = np.zeros((128, 192), np.uint8)
+    cv2.circle(scan, (50, 60), 4, (20, 20, 20), -1)
+    cv2.circle(mask, (50, 60), 4, 255, -1)
+    ok, buf = cv2.imencode(".png", scan)
+    write_export([("labelled", buf.tobytes(), ".png", mask)], str(tmp_path / "cvat.zip"))
+    run(["prepare", str(tmp_path / "cvat.zip"), "--out", str(tmp_path / "labelled"), "--working-size", "192",
+         "--tile", "64", "--valid-every", "1000"])
+
+    run_dir = tmp_path / "run"
+    res = run(["train", str(backgrounds), "--run", str(run_dir), "--size", "64", "--batch", "4", "--steps", "3",
+               "--pool", "48", "--valid-pool", "24", "--threads", "1", "--workers", "1",
+               "--decoder-channels", "16,8,8,8,8", "--eval-minutes", "100", "--data", str(tmp_path / "labelled")])
+    assert "labelled tiles: 6 train" in res.stdout + res.stderr
+    final = json.loads((run_dir / "final.json").read_text())
+    assert final["step"] == 3 and 0 <= final["valid"]["dice"] <= 1
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["datasets"] == [str(tmp_path / "labelled")] and config["spec"]["decoder_channels"] == [16, 8, 8, 8, 8]
+
+    registry = tmp_path / "registry"
+    run(["export", str(run_dir), "--registry", str(registry), "--name", "tiny", "--version", "0.0.1"])
+    manifest = json.loads((registry / "tiny" / "0.0.1" / "manifest.json").read_text())
+    assert manifest["precision"] == "fp16" and manifest["architecture"]["encoder"] == "efficientnet-b1"
+    assert manifest["training"]["command"].startswith("dustspot train")
+    assert set(manifest["files"]) == {"model.xml", "model.bin"}
+
+    cv2.imwrite(str(tmp_path / "scan.jpg"), textured(200, 300, seed=5))
+    run(["segment", str(tmp_path / "scan.jpg"), "--out", str(tmp_path / "out"), "--model", "tiny",
+         "--registry", str(registry), "--size", "256", "-q"])
+    out_mask = cv2.imread(str(tmp_path / "out" / "scan.mask.png"), cv2.IMREAD_UNCHANGED)
+    assert out_mask.shape == (200, 300)
+    report = json.loads((tmp_path / "out" / "scan.json").read_text())
+    assert report["model"] == {**report["model"], "name": "tiny", "version": "0.0.1"}
