@@ -10,7 +10,6 @@ from shared.pipeline import SegmentOptions, open_session
 from tests.ovmodels import conv_model, identity_model, publish_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.path.join(os.path.dirname(REPO), "shared")        # ../shared: dev material
 # Exact numbers in tests: this CPU would otherwise run bf16.
 EXACT = dict(precision="f32", threads=2)
 
