@@ -52,6 +52,18 @@ class _FriendlyImports(click.Command):
                                        f"installed: pip install 'dustspot[{extra}]'") from None
 
 
+def _unavailable(name: str, exc: ImportError) -> click.Command:
+    """Stands in for a command whose module cannot be imported here: says what to install."""
+    missing = (exc.name or "").split(".")[0]
+    extra = EXTRA_OF.get(missing, "trainer")
+
+    @click.command(name, help=f"(unavailable: {exc})")
+    def unavailable():
+        raise click.ClickException(f"`dustspot {name}` needs {missing or 'a missing package'}, which is "
+                                   f"not installed: pip install 'dustspot[{extra}]'")
+    return unavailable
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx):
         return sorted(COMMANDS)
@@ -67,12 +79,7 @@ class LazyGroup(click.Group):
                 command.__class__ = _FriendlyImports
             return command
         except ImportError as exc:
-            # e.g. `dustspot train` in a worker install: say what to install.
-            @click.command(name, help=f"(unavailable: {exc})")
-            def unavailable():
-                raise click.ClickException(f"`dustspot {name}` needs a missing package ({exc}); "
-                                           f"install the matching extra, e.g. pip install 'dustspot[trainer]'")
-            return unavailable
+            return _unavailable(name, exc)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -9,7 +9,6 @@ dustspot also puts the images in JPEGImages/ (CVAT takes images separately, at t
 creation; `dustspot prepare` reads them from there when present).
 Label colours are always read from labelmap.txt, never assumed.
 """
-import io
 import os
 import zipfile
 

@@ -10,7 +10,6 @@ size (as 8-bit, so the stored .prob.png rethresholds to exactly the same mask) -
 threshold -> spots.
 """
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 
@@ -25,7 +24,7 @@ from .inpaint import heal
 from .outputs import SUFFIX_REPORT, encode_clean, encode_outputs, render_overlay
 from .registry import resolve
 from .spots import find_spots, threshold_mask
-from .storage import open_storage, output_stem
+from .storage import locate, open_storage, output_stem
 from .tiling import TileGrid
 
 MODES = ("size", "square", "native")
@@ -160,14 +159,6 @@ def _settings_for_report(options: SegmentOptions, seg: Segmentation | None) -> d
     return settings
 
 
-def _source_location(source: str) -> tuple[object, str]:
-    """A storage and key for a source URI (its parent is the storage root)."""
-    if source.startswith("s3://"):
-        bucket, _, key = source[5:].partition("/")
-        return open_storage(f"s3://{bucket}"), key
-    return open_storage(os.path.dirname(source) or "."), os.path.basename(source)
-
-
 def process_scan(source: str, out_root: str, relative_name: str, session: Session) -> dict:
     """Read one scan, segment it, write its outputs under `out_root`; return the report.
 
@@ -183,7 +174,7 @@ def process_scan(source: str, out_root: str, relative_name: str, session: Sessio
               "model": session.model, "dustspot_version": __version__, "errors": []}
     try:
         t0 = time.perf_counter()
-        storage, key = _source_location(source)
+        storage, key = locate(source)
         path = storage.local_path(key)
         if path is not None:
             read_time = 0.0

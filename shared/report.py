@@ -10,12 +10,10 @@ import html
 import json
 import posixpath
 
-import cv2
-import numpy as np
 
 from .imageio import encode_jpeg, read_scan
 from .outputs import SUFFIX_MASK, SUFFIX_OVERLAY, SUFFIX_REPORT, render_overlay
-from .storage import open_storage, printable
+from .storage import locate, open_storage, printable
 
 REPORT_NAME = "report.html"
 THUMBS = ".report/thumbs"
@@ -40,12 +38,9 @@ def _thumbnail(out, report: dict, stem: str, keys: set) -> str:
         return stem + SUFFIX_OVERLAY
     thumb = f"{THUMBS}/{stem}.jpg"
     if thumb not in keys:
-        source = report["input"]
-        if source.startswith("s3://"):
-            bucket, _, key = source[5:].partition("/")
-            scan = read_scan(source, open_storage(f"s3://{bucket}").read(key))
-        else:
-            scan = read_scan(source)
+        storage, key = locate(report["input"])
+        path = storage.local_path(key)
+        scan = read_scan(path) if path else read_scan(report["input"], storage.read(key))
         out.write(thumb, encode_jpeg(render_overlay(scan.pixels, report.get("spots", []), THUMB_LONG_SIDE)))
     return thumb
 

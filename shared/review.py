@@ -37,16 +37,11 @@ def rank_for_labelling(reports: list[dict]) -> list[dict]:
 
 def cvat_entries(out_root: str, rows: list[dict]):
     """(cvat name, image bytes, ext, mask) for each ranked row: inputs as they are, predicted masks."""
-    from .storage import printable
+    from .storage import printable, read_uri
     out = open_storage(out_root)
     for row in rows:
         source = row["input"]
-        if source.startswith("s3://"):
-            bucket, _, key = source[5:].partition("/")
-            data = open_storage(f"s3://{bucket}").read(key)
-        else:
-            with open(source, "rb") as f:
-                data = f.read()
+        data = read_uri(source)
         mask = cv2.imdecode(np.frombuffer(out.read(row["stem"] + SUFFIX_MASK), np.uint8), cv2.IMREAD_GRAYSCALE)
         name = printable(row["stem"]).replace("/", "__")
         yield name, data, posixpath.splitext(source)[1].lower(), mask

@@ -232,6 +232,19 @@ class S3Storage(Storage):
         return sorted(keys)
 
 
+def locate(uri: str) -> tuple[Storage, str]:
+    """A storage and key for one object's URI (its folder or bucket is the storage root)."""
+    if uri.startswith("s3://"):
+        bucket, _, key = uri[len("s3://"):].partition("/")
+        return open_storage(f"s3://{bucket}"), key
+    return open_storage(os.path.dirname(uri) or "."), os.path.basename(uri)
+
+
+def read_uri(uri: str) -> bytes:
+    storage, key = locate(uri)
+    return storage.read(key)
+
+
 def open_storage(root: str) -> Storage:
     if root.startswith("s3://"):
         return S3Storage(root)

@@ -1,7 +1,6 @@
 """The labelling loop: select -> export-cvat -> a labeller edits the masks -> prepare -> tiles."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 import zipfile

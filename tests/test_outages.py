@@ -7,7 +7,6 @@ import sys
 import threading
 import time
 
-import pytest
 
 from tests.conftest import textured
 from tests.scans import write

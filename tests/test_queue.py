@@ -166,7 +166,6 @@ def test_s3_source_and_destination(tmp_path, env, s3_endpoint):
 
 def test_dashboard_shows_the_queue_behind_basic_auth(tmp_path, env):
     import base64
-    import time
     import urllib.error
     import urllib.request
 

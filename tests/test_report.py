@@ -6,7 +6,6 @@ import sys
 from html.parser import HTMLParser
 
 import cv2
-import numpy as np
 import pytest
 
 from tests.conftest import textured
