@@ -14,7 +14,7 @@ MATE=${MATE:-/work/photos/x/usr/share/backgrounds}
 SKIMAGE=${SKIMAGE:-$(python -c 'import os, skimage.data; print(os.path.dirname(skimage.data.__file__))')}
 SPRITES=${SPRITES:-../shared/data/film-damage-sprites}
 RUN=${RUN:-runs/bundled-v1}
-MINUTES=${MINUTES:-75}
+MINUTES=${MINUTES:-95}
 VERSION=${VERSION:-0.1.0}
 export PYTHONPATH=${PYTHONPATH:-$PWD}
 

@@ -15,10 +15,14 @@ from .train import _command_line
 def export(source, registry, name, version, latest, int8, int8_latest):
     """Export SOURCE (a run folder or checkpoint file) and publish it."""
     from shared import defaults
+    from shared.errors import DustspotError
     from .. import export as exporting
-    exporting.export(source, registry or defaults.models_root(), name or defaults.MODEL, version,
-                     command=_command_line("export"), make_latest=latest and not int8_latest,
-                     echo=click.echo, int8=int8, int8_latest=int8_latest)
+    try:
+        exporting.export(source, registry or defaults.models_root(), name or defaults.MODEL, version,
+                         command=_command_line("export"), make_latest=latest and not int8_latest,
+                         echo=click.echo, int8=int8, int8_latest=int8_latest)
+    except DustspotError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 if __name__ == "__main__":
