@@ -113,28 +113,35 @@ def _read_mask(path):
     return mask
 
 
-def test_missing_s3_key_fails_at_once_with_the_reason(tmp_path, redis_url, registry_root, s3_endpoint):
+def run_planted_job(payload, job_id, env):
+    """Enqueue one payload as a producer would, run a burst worker; (job, worker output, seconds)."""
     import time
 
-    import boto3
     from redis import Redis
     from rq.job import Job
 
-    from shared.jobs import JobPayload
     from shared.queues import queue, serializer
-    boto3.client("s3").create_bucket(Bucket="holes")
-    env = {**os.environ, "REDIS_URL": redis_url, "DUSTSPOT_MODELS": registry_root}
-    redis = Redis.from_url(redis_url)
-    payload = JobPayload(source="s3://holes/gone.jpg", dest="s3://holes/out", name="gone.jpg", batch="holes")
-    queue("dustspot", redis).enqueue("worker.job.segment_job", payload.to_dict(), job_id="holes-gone")
+    redis = Redis.from_url(env["REDIS_URL"])
+    queue("dustspot", redis).enqueue("worker.job.segment_job", payload.to_dict(), job_id=job_id)
     started = time.time()
     proc = subprocess.run([sys.executable, "-m", "shared.cli", "worker", "--burst", "--threads", "1", *FLAGS],
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    job = Job.fetch("holes-gone", connection=redis, serializer=serializer())
+    job = Job.fetch(job_id, connection=redis, serializer=serializer())
+    return job, proc.stdout + proc.stderr, time.time() - started
+
+
+def test_missing_s3_key_fails_at_once_with_the_reason(tmp_path, redis_url, registry_root, s3_endpoint):
+    import boto3
+
+    from shared.jobs import JobPayload
+    boto3.client("s3").create_bucket(Bucket="holes")
+    env = {**os.environ, "REDIS_URL": redis_url, "DUSTSPOT_MODELS": registry_root}
+    payload = JobPayload(source="s3://holes/gone.jpg", dest="s3://holes/out", name="gone.jpg", batch="holes")
+    job, _, seconds = run_planted_job(payload, "holes-gone", env)
     assert job.get_status() == "failed" and "s3://holes/gone.jpg" in job.meta["error"]
     assert "not found" in job.meta["error"]
-    assert time.time() - started < 60                  # permanent: no retries with backoff
+    assert seconds < 60                                # permanent: no retries with backoff
 
 
 def test_s3_access_denied_fails_at_once_with_the_reason(tmp_path, redis_url, registry_root):
@@ -168,18 +175,12 @@ def test_s3_access_denied_fails_at_once_with_the_reason(tmp_path, redis_url, reg
         env = {**os.environ, "REDIS_URL": redis_url, "DUSTSPOT_MODELS": registry_root,
                "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_DEFAULT_REGION": "us-east-1",
                "AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
-        redis = Redis.from_url(redis_url)
         payload = JobPayload(source="s3://locked/scan.jpg", dest=str(tmp_path / "out"), name="scan.jpg", batch="locked")
-        queue("dustspot", redis).enqueue("worker.job.segment_job", payload.to_dict(), job_id="locked-scan")
-        started = time.time()
-        proc = subprocess.run([sys.executable, "-m", "shared.cli", "worker", "--burst", "--threads", "1", *FLAGS],
-                              capture_output=True, text=True, env=env, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        job = Job.fetch("locked-scan", connection=redis, serializer=serializer())
+        job, log, seconds = run_planted_job(payload, "locked-scan", env)
         assert job.get_status() == "failed"
         assert "s3://locked/scan.jpg" in job.meta["error"] and "AccessDenied" in job.meta["error"]
-        assert time.time() - started < 60                 # permanent: no retries with backoff
-        assert key["SecretAccessKey"] not in proc.stdout + proc.stderr
+        assert seconds < 60                               # permanent: no retries with backoff
+        assert key["SecretAccessKey"] not in log
     finally:
         server.terminate()
         server.wait(10)

@@ -42,20 +42,28 @@ def env(redis_url, tmp_path):
     return {**os.environ, "REDIS_URL": redis_url, "DUSTSPOT_MODELS": root}
 
 
-def test_sigkilled_worker_scan_is_finished_by_another_worker(tmp_path, env):
+def worker_busy_with_a_big_scan(tmp_path, env, *more_scans):
+    """Enqueue a slow scan (+ others), start a worker, return once it is in the middle of it."""
     from redis import Redis
     redis = Redis.from_url(env["REDIS_URL"])
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.mkdir()
     write(src / "big.png", textured(2400, 2400, seed=9))
+    for i, name in enumerate(more_scans):
+        write(src / name, textured(100, 100, seed=10 + i))
     batch = cli(["enqueue", str(src), "--out", str(dst), "--model", "slow", "--native", "--tile", "256"],
                 env).stdout.strip()
-    first = start_worker(env, "--model", "slow")
+    worker = start_worker(env, "--model", "slow")
     deadline = time.time() + 120
     while job_status(redis, batch, str(src / "big.png")) != "started" and time.time() < deadline:
         time.sleep(0.2)
-    time.sleep(2)
-    assert not (dst / "big.mask.png").exists(), "the scan finished before the kill: model too fast"
+    time.sleep(1.5)
+    assert not (dst / "big.mask.png").exists(), "the scan finished already: the model is too fast"
+    return redis, src, dst, batch, worker
+
+
+def test_sigkilled_worker_scan_is_finished_by_another_worker(tmp_path, env):
+    redis, src, dst, batch, first = worker_busy_with_a_big_scan(tmp_path, env)
     first.send_signal(signal.SIGKILL)
     first.communicate(timeout=30)
     killed_at = time.time()
@@ -155,20 +163,7 @@ def test_worker_refuses_paths_outside_the_allowed_roots(tmp_path, env, case):
 
 
 def test_sigterm_finishes_the_current_scan_then_exits(tmp_path, env):
-    from redis import Redis
-    redis = Redis.from_url(env["REDIS_URL"])
-    src, dst = tmp_path / "src", tmp_path / "dst"
-    src.mkdir()
-    write(src / "big.png", textured(2400, 2400, seed=9))
-    write(src / "next.png", textured(100, 100, seed=10))
-    batch = cli(["enqueue", str(src), "--out", str(dst), "--model", "slow", "--native", "--tile", "256"],
-                env).stdout.strip()
-    worker = start_worker(env, "--model", "slow")
-    deadline = time.time() + 120
-    while job_status(redis, batch, str(src / "big.png")) != "started" and time.time() < deadline:
-        time.sleep(0.2)
-    time.sleep(1)
-    assert not (dst / "big.mask.png").exists()
+    redis, src, dst, batch, worker = worker_busy_with_a_big_scan(tmp_path, env, "next.png")
     worker.send_signal(signal.SIGTERM)
     log = worker.communicate(timeout=300)[0]
     assert worker.returncode == 0, log[-2000:]
