@@ -146,14 +146,10 @@ def test_missing_s3_key_fails_at_once_with_the_reason(tmp_path, redis_url, regis
 
 def test_s3_access_denied_fails_at_once_with_the_reason(tmp_path, redis_url, registry_root):
     """moto's server enforcing IAM: the worker's credentials may list the bucket, not read it."""
-    import time
 
     import boto3
-    from redis import Redis
-    from rq.job import Job
 
     from shared.jobs import JobPayload
-    from shared.queues import queue, serializer
     from tests.services import free_port, wait_for_port
     port = free_port()
     # The first 5 requests are unauthenticated (set-up); IAM is enforced from then on.
