@@ -32,6 +32,8 @@ class Scan:
     format: str                 # JPEG | PNG | TIFF
     orientation: int = 1        # the EXIF orientation that was applied
     pages: int = 1              # multi-page TIFF: only the first page is used
+    icc_profile: bytes | None = None
+    exif: bytes | None = None   # EXIF with orientation reset to 1 (the pixels are upright)
 
     @property
     def width(self) -> int:
@@ -54,18 +56,25 @@ class Header:
     mode: str
     orientation: int
     pages: int
+    icc_profile: bytes | None = None
+    exif: bytes | None = None
 
 
 def read_header(source: str, data: bytes | None = None) -> Header:
     """Parse only the header (Pillow opens lazily); raises ImageError for non-images."""
     try:
         with Image.open(io.BytesIO(data) if data is not None else source) as im:
+            orientation, exif = 1, None
             try:
-                orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1))
+                tags = im.getexif()
+                orientation = int(tags.get(_EXIF_ORIENTATION, 1))
+                if im.format == "JPEG" and len(tags):
+                    tags[_EXIF_ORIENTATION] = 1        # outputs are written upright
+                    exif = tags.tobytes()
             except Exception:       # a broken EXIF block is no reason to refuse the pixels
-                orientation = 1
+                pass
             return Header(im.format or "?", im.width, im.height, im.mode, orientation,
-                          getattr(im, "n_frames", 1))
+                          getattr(im, "n_frames", 1), im.info.get("icc_profile"), exif)
     except UnidentifiedImageError:
         raise ImageError(source, "not an image (unrecognised file content)") from None
     except FileNotFoundError:
@@ -170,7 +179,8 @@ def read_scan(source: str, data: bytes | None = None, max_pixels: int = defaults
     if pixels.ndim == 3 and pixels.shape[2] == 4:       # defensive: alpha is never used
         pixels = np.ascontiguousarray(pixels[:, :, :3])
     pixels = _orient(pixels, header.orientation)
-    return Scan(pixels, source, header.format, header.orientation, header.pages)
+    return Scan(pixels, source, header.format, header.orientation, header.pages,
+                header.icc_profile, header.exif)
 
 
 def encode_png(array: np.ndarray, compression: int = defaults.PNG_COMPRESSION) -> bytes:

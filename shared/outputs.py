@@ -1,9 +1,13 @@
 """Rendering the per-scan outputs of DESIGN.md: mask, report, overlay, probability map."""
+import io
+
 import cv2
 import numpy as np
 
 from . import defaults
 from .imageio import encode_jpeg, encode_png
+
+PNG_COMPRESSION = defaults.PNG_COMPRESSION
 
 SUFFIX_MASK = ".mask.png"
 SUFFIX_REPORT = ".json"
@@ -12,11 +16,33 @@ SUFFIX_PROB = ".prob.png"
 CLEAN_EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "TIFF": ".tif"}
 
 
-def encode_clean(pixels: np.ndarray, fmt: str) -> tuple[str, bytes]:
-    """The healed scan in the input's format and bit depth: (suffix, bytes)."""
+def encode_clean(pixels: np.ndarray, fmt: str, icc_profile: bytes | None = None,
+                 exif: bytes | None = None) -> tuple[str, bytes]:
+    """The healed scan in the input's format and bit depth: (suffix, bytes).
+
+    Metadata is kept where the format and its writer allow: the ICC profile (JPEG, 8-bit
+    PNG, TIFF) and the EXIF block (JPEG, orientation reset: the pixels are upright).
+    """
     ext = CLEAN_EXTENSIONS[fmt]
-    params = [cv2.IMWRITE_JPEG_QUALITY, 95] if ext == ".jpg" else []
-    ok, buf = cv2.imencode(ext, pixels, params)
+    if pixels.dtype == np.uint8 and fmt in ("JPEG", "PNG"):
+        from PIL import Image
+        rgb = pixels if pixels.ndim == 2 else cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
+        extra = {"icc_profile": icc_profile} if icc_profile else {}
+        if fmt == "JPEG":
+            extra.update(quality=95, **({"exif": exif} if exif else {}))
+        else:
+            extra.update(compress_level=PNG_COMPRESSION)
+        buffer = io.BytesIO()
+        Image.fromarray(rgb).save(buffer, fmt, **extra)
+        return ".clean" + ext, buffer.getvalue()
+    if fmt == "TIFF":
+        import tifffile
+        buffer = io.BytesIO()
+        data = pixels if pixels.ndim == 2 else cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
+        tifffile.imwrite(buffer, data, photometric="minisblack" if data.ndim == 2 else "rgb",
+                         compression="zlib", iccprofile=icc_profile)
+        return ".clean" + ext, buffer.getvalue()
+    ok, buf = cv2.imencode(ext, pixels)           # 16-bit PNG: no metadata writer at hand
     if not ok:
         raise ValueError(f"encoding the cleaned image as {fmt} failed")
     return ".clean" + ext, buf.tobytes()

@@ -189,7 +189,8 @@ def process_scan(source: str, out_root: str, relative_name: str, session: Sessio
         overlay = render_overlay(scan.pixels, seg.spots) if session.options.overlay else None
         files = encode_outputs(seg.mask, seg.prob8 if session.options.prob else None, overlay)
         if session.options.inpaint:
-            suffix, data = encode_clean(heal(scan.pixels, seg.mask, seg.spots), scan.format)
+            suffix, data = encode_clean(heal(scan.pixels, seg.mask, seg.spots), scan.format,
+                                        scan.icc_profile, scan.exif)
             files[suffix] = data
         encode_time = time.perf_counter() - t1
         del scan

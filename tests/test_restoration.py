@@ -82,3 +82,29 @@ def test_rethreshold_matches_a_fresh_run(tmp_path, registry_root):
         ra = json.loads((tmp_path / "a" / f"s{i}.json").read_text())
         rb = json.loads((tmp_path / "b" / f"s{i}.json").read_text())
         assert ra["spots"] == rb["spots"] and ra["settings"]["threshold"] == 0.7
+
+
+def test_clean_image_keeps_icc_profile_and_exif(tmp_path, make_session):
+    import tifffile
+    from PIL import Image, ImageCms
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    session = make_session("identity", mode="native", tile=128, overlap=32, threshold=0.5, inpaint=True)
+    rgb = textured(90, 160, seed=4)
+    rgb[40:44, 60:64, 2] = 255                  # a "spot" in channel 0 (BGR) after the RGB->BGR swap
+    im = Image.fromarray(rgb)
+    exif = im.getexif()
+    exif[0x0112] = 6                            # rotate for display
+    exif[0x010F] = "ScanCo"                     # Make
+    im.save(tmp_path / "a.jpg", quality=95, exif=exif, icc_profile=icc)
+    im.save(tmp_path / "b.png", icc_profile=icc)
+    tifffile.imwrite(tmp_path / "c.tif", (rgb.astype(np.uint16) * 257), photometric="rgb", iccprofile=icc)
+    for name in ("a.jpg", "b.png", "c.tif"):
+        process_scan(str(tmp_path / name), str(tmp_path / "out"), name, session)
+    a = Image.open(tmp_path / "out" / "a.clean.jpg")
+    assert a.info.get("icc_profile") == icc and a.size == (90, 160)          # upright, as displayed
+    assert a.getexif().get(0x010F) == "ScanCo" and a.getexif().get(0x0112) == 1
+    assert Image.open(tmp_path / "out" / "b.clean.png").info.get("icc_profile") == icc
+    with tifffile.TiffFile(tmp_path / "out" / "c.clean.tif") as tif:
+        page = tif.pages[0]
+        assert page.dtype == np.uint16 and page.shape == (90, 160, 3)
+        assert page.tags["InterColorProfile"].value == icc
