@@ -37,17 +37,18 @@ def segment_job(payload: dict) -> dict:
                 raise
             log.warning("%s: %s; retry %d in %d s", job.name, exc, attempt + 1, delay)
             time.sleep(delay)
-    _record(job, report["spot_count"], None)
+    _record_success(job, report["spot_count"])
     return {"name": job.name, "spots": report["spot_count"], "seconds": report["timings"]["total"],
             "model": f"{report['model']['name']}:{report['model']['version']}"}
 
 
-def _record(job: JobPayload, spots, error):
+def _record_success(job: JobPayload, spots: int):
+    """Count the scan as done in its batch (failures are counted by record_failure)."""
     from rq import get_current_job
     current = get_current_job()
     if current is None:
         return
-    if batches.job_ended(current.connection, job.batch, current.id, job.name, spots, error):
+    if batches.job_ended(current.connection, job.batch, current.id, job.name, spots, None):
         path = batches.write_summary(current.connection, job.batch)
         log.info("batch %s complete: summary %s", job.batch, path)
 
