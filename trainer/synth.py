@@ -50,14 +50,16 @@ SIZE_JITTER = (0.8, 1.4)            # per-sample multiplier of the size scale
 
 # --- appearance -----------------------------------------------------------------------
 DARK_PROB = 0.65                    # dark dust (positives) vs bright dust (negatives)
-FAINT_PROB = 0.25                   # share of low-opacity dust
+DARK_SCENE_PROB = 0.3               # tiles darkened with a gamma curve before dusting
+DARK_SCENE_GAMMA = (1.4, 2.8)
+FAINT_PROB = 0.35                   # share of low-opacity dust (faint dust: the 0.1.0 model's main miss)
 GRAIN_SIGMA = (1.0, 7.0)            # film grain std, of 255
 BLUR_PROB = 0.25
 JPEG_PROB = 0.3
 JPEG_QUALITY = (55, 95)
 
 # --- hard negatives (never labelled) -------------------------------------------------
-STARFIELD_PROB = 0.15               # tiles full of stars
+STARFIELD_PROB = 0.25               # tiles full of stars (the classic false positive)
 HIGHLIGHT_PROB = 0.35
 SCENE_BLOB_PROB = 0.45
 TEXT_PROB = 0.1
@@ -277,6 +279,7 @@ class _Canvas:
         self.img = img                                    # float32 BGR 0..255
         self.h, self.w = img.shape[:2]
         self.cover = np.zeros((self.h, self.w), np.float32)
+        self.faint = np.zeros((self.h, self.w), np.float32)   # dust too faint to see: don't care
 
     def place(self, alpha, y, x):
         """Clip a patch placed with top-left (y, x) to the canvas; return slices or None."""
@@ -311,8 +314,8 @@ class _Canvas:
         if not core.any():
             return
         change = np.abs(_luma(roi) - before)[core].mean()
-        if change >= VISIBLE_MIN:
-            np.maximum(self.cover[sl], core.astype(np.float32), out=self.cover[sl])
+        target_map = self.cover if change >= VISIBLE_MIN else self.faint
+        np.maximum(target_map[sl], core.astype(np.float32), out=target_map[sl])
 
 
 def _dust_tone(rng, dark):
@@ -325,7 +328,7 @@ def _dust_tone(rng, dark):
 
 def _opacity(rng):
     if rng.random() < FAINT_PROB:
-        return rng.uniform(0.12, 0.55)
+        return rng.uniform(0.1, 0.55)
     return rng.uniform(0.6, 1.0)
 
 
@@ -474,6 +477,10 @@ def make_sample(background_bgr_uint8, rng: np.random.Generator, sprites=None, ou
     # exposure / contrast jitter: film scans range from flat to punchy
     img = (img - 128) * rng.uniform(0.7, 1.25) + 128 + rng.normal(0, 12)
     img = np.clip(img, 0, 255)
+    if rng.random() < DARK_SCENE_PROB:
+        # dim scenes (forest, night, shadow): dust there changes luminance by a few levels
+        # and mostly shows as a grey, desaturated patch; the 0.1.0 model missed all of it
+        img = 255.0 * (img / 255.0) ** rng.uniform(*DARK_SCENE_GAMMA)
     cv = _Canvas(img)
     dark = rng.random() < DARK_PROB
     _add_hard_negatives(rng, cv, scale, dark)
@@ -497,16 +504,21 @@ def make_sample(background_bgr_uint8, rng: np.random.Generator, sprites=None, ou
     return image, mask
 
 
-def dust_scan(photo_bgr_uint8, rng: np.random.Generator, sprites=None, dark: bool = True):
+def dust_scan(photo_bgr_uint8, rng: np.random.Generator, sprites=None, dark: bool = True,
+              dust: bool = True):
     """Dust a whole photo as if it were a film scan at its own resolution.
 
-    Returns (scan BGR uint8, truth uint8 0/255 at the same size). For sample scans and
-    evaluation sets: the same generator as the training tiles, applied to one full frame.
+    Returns (scan BGR uint8, truth uint8 at the same size: 255 dust, 128 dust too faint to
+    see (don't care, as in realdust-dev), 0 clean). For sample scans and evaluation sets: the
+    same generator as the training tiles, applied to one full frame. dust=False: grain only
+    (a clean frame, for false positives per megapixel).
     """
     img = photo_bgr_uint8.astype(np.float32)
     scale = max(img.shape[:2]) / REFERENCE_LONG
     cv = _Canvas(img)
-    _add_dust(rng, cv, sprites, scale, 1.0, dark)
+    if dust:
+        _add_dust(rng, cv, sprites, scale, 1.0, dark)
     _grain(rng, cv.img, scale)
-    truth = np.where(cv.cover >= 0.5, 255, 0).astype(np.uint8)
+    truth = np.where(cv.faint >= 0.5, 128, 0).astype(np.uint8)
+    truth[cv.cover >= 0.5] = 255
     return np.clip(cv.img + 0.5, 0, 255).astype(np.uint8), truth

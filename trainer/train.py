@@ -21,6 +21,8 @@ WARMUP_STEPS = 150
 MIN_LR_FRACTION = 0.02
 BCE_WEIGHT = 10.0            # sparse targets: BCE keeps every pixel honest, Dice keeps tiny objects
 POS_WEIGHT = 1.0
+HARD_NEGATIVE_FRACTION = 0.002   # ~130 px of a 256x256 tile: about the false-positive pixels of one tile
+HARD_NEGATIVE_WEIGHT = 0.2
 LOG_STEPS = 25
 REAL_FRACTION = 0.5          # share of each batch drawn from labelled tiles, when there are any
 
@@ -31,11 +33,25 @@ def dice_loss(logits, target, eps=1.0):
     return 1 - (2 * inter + eps) / (p.sum() + target.sum() + eps)
 
 
+def hard_negative_bce(logits, target, fraction=HARD_NEGATIVE_FRACTION):
+    """Mean BCE of the hardest `fraction` of background pixels (online hard-example mining,
+    Shrivastava et al. 2016): stars, glints and texture are a tiny share of all background
+    pixels, so plain BCE averages them away."""
+    neg = F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="none")
+    # pixels within 3 px of dust are soft edges, not hard negatives
+    near_dust = F.max_pool2d(target, 7, stride=1, padding=3)
+    neg = neg[near_dust < 0.5]
+    if neg.numel() == 0:
+        return logits.sum() * 0
+    k = max(1, int(neg.numel() * fraction))
+    return torch.topk(neg, k, sorted=False).values.mean()
+
+
 def loss_fn(logits, target, bce_weight=BCE_WEIGHT, pos_weight=POS_WEIGHT):
     logits = logits.float()
     bce = F.binary_cross_entropy_with_logits(
         logits, target, pos_weight=torch.tensor(pos_weight, device=logits.device))
-    return bce_weight * bce + dice_loss(logits, target)
+    return bce_weight * bce + dice_loss(logits, target) + HARD_NEGATIVE_WEIGHT * hard_negative_bce(logits, target)
 
 
 def lr_at(progress, step, base_lr, warmup=WARMUP_STEPS):
@@ -120,12 +136,20 @@ def evaluate(net, pool, device, amp):
     return validate.score(prob, masks)
 
 
+def load_init(net, path, spec):
+    """Warm start: weights of an earlier run (model.pt / checkpoint.pt / trainer/weights/*.pt)."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state.get("config", {}).get("spec") != spec:
+        raise ValueError(f"--init {path}: network {state.get('config', {}).get('spec')} != {spec}")
+    net.load_state_dict({k: v.float() for k, v in state["model"].items()})
+
+
 def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None, minutes=None,
           lr=LR, arch=models.DEFAULT_ARCH, encoder=models.DEFAULT_ENCODER,
           decoder_channels=models.DEFAULT_DECODER, pool=POOL, valid_pool=VALID_POOL,
           threads=THREADS, workers=WORKERS, seed=SEED, device="auto", amp=True, resume=False,
           checkpoint_minutes=CHECKPOINT_MINUTES, eval_minutes=EVAL_MINUTES, command=None,
-          echo=print, datasets=(), real_fraction=REAL_FRACTION):
+          echo=print, datasets=(), real_fraction=REAL_FRACTION, init=None):
     if not steps and not minutes:
         raise ValueError("give --steps or --minutes (or both)")
     os.makedirs(run, exist_ok=True)
@@ -144,11 +168,14 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
         cfg = {"tile": tile, "batch": batch, "steps": steps, "minutes": minutes, "lr": lr,
                "spec": {"arch": arch, "encoder": encoder, "decoder_channels": list(decoder_channels)},
                "pool": pool, "valid_pool": valid_pool, "seed": seed, "threads": threads,
-               "amp": amp, "bce_weight": BCE_WEIGHT, "loss": f"{BCE_WEIGHT:g}*BCE + Dice",
+               "amp": amp, "bce_weight": BCE_WEIGHT,
+               "loss": f"{BCE_WEIGHT:g}*BCE + Dice + {HARD_NEGATIVE_WEIGHT:g}*BCE(hardest "
+                       f"{HARD_NEGATIVE_FRACTION:.1%} of background)",
                "optimizer": f"AdamW(lr={lr}, wd={WEIGHT_DECAY}), warm-up {WARMUP_STEPS} + cosine",
                "backgrounds": list(backgrounds), "sprites": sprite_dir,
                "working_size": synth.WORKING_SIZE, "command": command,
-               "datasets": [os.path.abspath(d) for d in datasets], "real_fraction": real_fraction}
+               "datasets": [os.path.abspath(d) for d in datasets], "real_fraction": real_fraction,
+               "init": init}
     pools, train_bg, valid_bg = prepare_pools(run, cfg["backgrounds"], cfg["sprites"], cfg["tile"],
                                               cfg["pool"], cfg["valid_pool"], cfg["seed"], workers, echo)
     if state is None:
@@ -172,6 +199,9 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
     net = models.build(cfg["spec"]).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg["lr"], weight_decay=WEIGHT_DECAY)
     step, elapsed, tiles_seen = 0, 0.0, 0
+    if state is None and cfg.get("init"):
+        load_init(net, cfg["init"], cfg["spec"])
+        echo(f"initialised from {cfg['init']}")
     if state is not None:
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])

@@ -15,8 +15,22 @@ from .. import synth as generator
 @click.option("--size", default=256, show_default=True, help="tile side at working resolution")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--sprites", default=None, help="optional film-damage sprite folder")
-def synth(backgrounds, out, count, size, seed, sprites):
+@click.option("--scans", is_flag=True,
+              help="whole frames instead of tiles: OUT/images/*.jpg + OUT/gt/*.png (255 dust, "
+                   "128 too faint, 0 clean), from validation backgrounds only: a held-out set "
+                   "scored like realdust-dev")
+@click.option("--clean", default=2, show_default=True, help="with --scans: extra dust-free frames")
+def synth(backgrounds, out, count, size, seed, sprites, scans, clean):
     """Composite synthetic dust onto BACKGROUNDS (image files or folders)."""
+    if scans:
+        from .. import scanset
+        try:
+            names = scanset.build(backgrounds, out, count, clean, seed, sprites,
+                                  progress=lambda name: click.echo(f"  {name}"))
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+        click.echo(f"{len(names)} frames -> {out} (score: dustspot evaluate {out}/images {out}/gt)")
+        return
     paths = generator.load_backgrounds(backgrounds)
     if not paths:
         raise click.UsageError("no background images found")

@@ -40,17 +40,20 @@ def _command_line(name):
 @click.option("--eval-minutes", default=settings.EVAL_MINUTES, show_default=True)
 @click.option("--data", "datasets", multiple=True, type=click.Path(exists=True, file_okay=False),
               help="labelled tiles from `dustspot prepare` (repeatable), mixed into every batch")
+@click.option("--init", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="start from these weights (an earlier run's model.pt or trainer/weights/*.pt)")
 @click.option("--real-fraction", default=0.5, show_default=True, help="share of each batch from --data tiles")
 def train(backgrounds, run_dir, sprites, tile, batch, steps, minutes, lr, arch, encoder,
           decoder_channels, pool, valid_pool, threads, workers, seed, device, amp, resume,
-          checkpoint_minutes, eval_minutes, datasets, real_fraction):
+          checkpoint_minutes, eval_minutes, datasets, init, real_fraction):
     """Train on synthetic dust composited onto BACKGROUNDS (image files or folders)."""
     from .. import train as training          # torch: only when the command runs
     decoder = tuple(int(c) for c in decoder_channels.split(","))
     training.train(run_dir, backgrounds, sprites, tile, batch, steps, minutes, lr, arch, encoder,
                    decoder, pool, valid_pool, threads, workers, seed, device, amp, resume,
                    checkpoint_minutes, eval_minutes, command=_command_line("train"),
-                   echo=click.echo, datasets=datasets, real_fraction=real_fraction)
+                   echo=click.echo, datasets=datasets, real_fraction=real_fraction,
+                   init=init)
 
 
 if __name__ == "__main__":
