@@ -29,6 +29,7 @@ COMMANDS = {
     "synth": "trainer.commands.synth:synth",
     "train": "trainer.commands.train:train",
     "export": "trainer.commands.export:export",
+    "tune": "trainer.commands.tune:tune",
 }
 
 

@@ -22,6 +22,18 @@ def _components(mask: np.ndarray):
     return cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
 
 
+class Truth:
+    """A ground-truth mask with its components computed once (scoring many masks against it)."""
+
+    def __init__(self, truth: np.ndarray):
+        self.shape = truth.shape
+        self.size = truth.size
+        self.clean = not (truth > 0).any()
+        self.gt, self.care = truth == 255, truth != 128
+        self.count, self.labels, stats, _ = _components(self.gt)
+        self.extent = np.maximum(stats[1:, cv2.CC_STAT_WIDTH], stats[1:, cv2.CC_STAT_HEIGHT])
+
+
 @dataclass
 class DustScore:
     tp: int = 0
@@ -34,23 +46,24 @@ class DustScore:
     clean_fp: int = 0
     clean_mp: float = 0.0
 
-    def add(self, truth: np.ndarray, pred: np.ndarray) -> None:
-        """One image: truth 0/128/255, pred nonzero = dust; same shape."""
+    def add(self, truth, pred: np.ndarray) -> None:
+        """One image: truth 0/128/255 (array or Truth), pred nonzero = dust; same shape."""
+        if not isinstance(truth, Truth):
+            truth = Truth(truth)
         if truth.shape != pred.shape:
             raise ValueError(f"prediction {pred.shape} != ground truth {truth.shape}")
         pred = pred > 0
-        if not (truth > 0).any():                      # a clean image
+        if truth.clean:                                # a clean image
             self.clean_fp += _components(pred)[0] - 1
             self.clean_mp += truth.size / 1e6
             return
-        gt, care = truth == 255, truth != 128
+        gt, care = truth.gt, truth.care
         self.tp += int(np.count_nonzero(gt & pred))
         self.fp += int(np.count_nonzero(~gt & pred & care))
         self.fn += int(np.count_nonzero(gt & ~pred))
-        n, labels, stats, _ = _components(gt)
+        n, labels, extent = truth.count, truth.labels, truth.extent
         touched = np.zeros(n, bool)
         touched[np.unique(labels[pred & (labels > 0)])] = True
-        extent = np.maximum(stats[1:, cv2.CC_STAT_WIDTH], stats[1:, cv2.CC_STAT_HEIGHT])
         for b, (lo, hi) in enumerate(EXTENT_BINS):
             sel = (extent >= lo) & (extent < (hi if hi is not None else np.inf))
             self.gt_total[b] += int(sel.sum())

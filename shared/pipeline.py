@@ -39,7 +39,8 @@ class SegmentOptions:
     overlap: int | None = None
     margin: int | None = None
     threshold: float | None = None
-    min_area: int = defaults.MIN_SPOT_AREA
+    spot_threshold: float | None = None  # a spot needs one pixel at least this probable
+    min_area: int | None = None          # native pixels; smaller spots are dropped
     overlay: bool = False
     prob: bool = False
     inpaint: bool = False                # also write <name>.clean.<ext>
@@ -58,7 +59,10 @@ class SegmentOptions:
             tile=pick(self.tile, "tile", defaults.TILE),
             overlap=pick(self.overlap, "overlap", defaults.OVERLAP),
             margin=pick(self.margin, "margin", defaults.TILE_MARGIN),
-            threshold=pick(self.threshold, "threshold", defaults.THRESHOLD))
+            threshold=pick(self.threshold, "threshold", defaults.THRESHOLD),
+            min_area=pick(self.min_area, "min_area", defaults.MIN_SPOT_AREA))
+        # below the mask threshold it would change nothing: default to it
+        out.spot_threshold = max(out.threshold, pick(self.spot_threshold, "spot_threshold", 0.0))
         if out.mode not in MODES:
             raise DustspotError(f"unknown mode {out.mode!r} (use one of {', '.join(MODES)})")
         if not 0.0 < out.threshold <= 1.0:
@@ -146,7 +150,7 @@ def segment(pixels: np.ndarray, session: Session) -> Segmentation:
     mask = threshold_mask(prob8, o.threshold)
     lap("threshold")
 
-    spots, mask = find_spots(mask, prob8, o.min_area)
+    spots, mask = find_spots(mask, prob8, o.min_area, o.spot_threshold)
     lap("spots")
     return Segmentation(mask, prob8, spots, (wh, ww), len(grid), timings)
 

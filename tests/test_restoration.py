@@ -73,8 +73,10 @@ def test_rethreshold_matches_a_fresh_run(tmp_path, registry_root):
         assert res.returncode == 0, res.stderr
         return res.stdout
     run("segment", str(src), "--out", str(tmp_path / "a"), "--prob", "--threshold", "0.5", *common)
-    run("segment", str(src), "--out", str(tmp_path / "b"), "--threshold", "0.7", *common)
-    assert "3 scans rethresholded at 0.7" in run("rethreshold", str(tmp_path / "a"), "--threshold", "0.7")
+    run("segment", str(src), "--out", str(tmp_path / "b"), "--threshold", "0.7", "--spot-threshold", "0.8",
+        *common)
+    assert "3 scans rethresholded at 0.7" in run("rethreshold", str(tmp_path / "a"), "--threshold", "0.7",
+                                                 "--spot-threshold", "0.8")
     for i in range(3):
         a = cv2.imread(str(tmp_path / "a" / f"s{i}.mask.png"), cv2.IMREAD_UNCHANGED)
         b = cv2.imread(str(tmp_path / "b" / f"s{i}.mask.png"), cv2.IMREAD_UNCHANGED)
@@ -82,6 +84,7 @@ def test_rethreshold_matches_a_fresh_run(tmp_path, registry_root):
         ra = json.loads((tmp_path / "a" / f"s{i}.json").read_text())
         rb = json.loads((tmp_path / "b" / f"s{i}.json").read_text())
         assert ra["spots"] == rb["spots"] and ra["settings"]["threshold"] == 0.7
+        assert ra["settings"]["spot_threshold"] == rb["settings"]["spot_threshold"] == 0.8
 
 
 def test_clean_image_keeps_icc_profile_and_exif(tmp_path, make_session):

@@ -75,10 +75,34 @@ def test_train_export_publish_segment(tmp_path):
     assert manifest["training"]["command"].startswith("dustspot train")
     assert set(manifest["files"]) == {"model.xml", "model.bin"}
 
+    # held-out frames from the validation backgrounds choose the post-processing at export
+    frames = tmp_path / "frames"
+    run(["synth", str(backgrounds), "--scans", "--count", "2", "--clean", "1", "--long-side", "1500",
+         "--out", str(frames), "--seed", "3"])
+    truths = {n: cv2.imread(str(frames / "gt" / n), cv2.IMREAD_UNCHANGED) for n in os.listdir(frames / "gt")}
+    assert sorted(truths) == ["clean002.png", "scan000.png", "scan001.png"]
+    assert all(set(np.unique(t)) <= {0, 128, 255} for t in truths.values())
+    assert (truths["scan000.png"] == 255).any() and not truths["clean002.png"].any()
+    run(["export", str(run_dir), "--registry", str(registry), "--name", "tiny", "--version", "0.0.2",
+         "--frames", str(frames)])
+    tuned = json.loads((registry / "tiny" / "0.0.2" / "manifest.json").read_text())
+    assert tuned["metrics"]["heldout_frames"]["frames"] == 3
+    assert {"threshold", "spot_threshold", "min_area"} <= set(tuned["recommended"])
+
+    # a warm start from the first run's weights
+    res = run(["train", str(backgrounds), "--run", str(tmp_path / "run2"), "--size", "64", "--batch", "4",
+               "--steps", "1", "--pool", "48", "--valid-pool", "24", "--threads", "1", "--workers", "1",
+               "--decoder-channels", "16,8,8,8,8", "--eval-minutes", "100", "--init", str(run_dir / "model.pt")])
+    assert "initialised from" in res.stdout + res.stderr
+    assert json.loads((tmp_path / "run2" / "config.json").read_text())["init"] == str(run_dir / "model.pt")
+
     cv2.imwrite(str(tmp_path / "scan.jpg"), textured(200, 300, seed=5))
     run(["segment", str(tmp_path / "scan.jpg"), "--out", str(tmp_path / "out"), "--model", "tiny",
          "--registry", str(registry), "--size", "256", "-q"])
     out_mask = cv2.imread(str(tmp_path / "out" / "scan.mask.png"), cv2.IMREAD_UNCHANGED)
     assert out_mask.shape == (200, 300)
     report = json.loads((tmp_path / "out" / "scan.json").read_text())
-    assert report["model"] == {**report["model"], "name": "tiny", "version": "0.0.1"}
+    assert report["model"] == {**report["model"], "name": "tiny", "version": "0.0.2"}     # latest
+    assert report["settings"]["spot_threshold"] == max(tuned["recommended"]["threshold"],
+                                                       tuned["recommended"]["spot_threshold"])
+    assert report["settings"]["min_area"] == tuned["recommended"]["min_area"]

@@ -113,7 +113,7 @@ def manifest_fields(state, run, net, command):
 
 
 def export(source, registry, name, version, command=None, make_latest=True, echo=print,
-           int8=False, int8_latest=False):
+           int8=False, int8_latest=False, frames=None):
     """Convert SOURCE (run folder or checkpoint) and publish it as name:version in registry.
 
     With int8, also quantize (NNCF PTQ) and publish name:version-int8 when its object
@@ -126,11 +126,36 @@ def export(source, registry, name, version, command=None, make_latest=True, echo
         diff = check_ir(xml, net)
         echo(f"IR check: 1x3x{CHECK_SIZE}x{CHECK_SIZE} ok, max |ov - torch| = {diff:.4f}")
         fields["export_check"] = {"size": CHECK_SIZE, "max_abs_diff_vs_torch": diff}
+        if frames:
+            tune_on_frames(xml, frames, fields, echo)
         handle = reg.publish(registry, name, version, xml, fields, make_latest=make_latest)
         echo(f"published {name}:{version} -> {handle.folder}")
         if int8:
             publish_int8(run, registry, name, version, xml, fields, make_latest=int8_latest, echo=echo)
     return handle
+
+
+def tune_on_frames(xml, frames_dir, fields, echo=print):
+    """Choose threshold / spot threshold / min area on held-out frames; record them and the figures."""
+    from shared import registry as reg
+
+    from . import tune
+    with tempfile.TemporaryDirectory() as scratch:      # the candidate as the pipeline will load it
+        candidate = reg.publish(scratch, "candidate", "0", xml, fields, make_latest=False)
+        frames = tune.frame_probabilities(candidate.folder, frames_dir)
+    result = tune.tune(frames)
+    best = result["best"]
+    fields["recommended"].update(threshold=best["threshold"], spot_threshold=best["spot_threshold"],
+                                 min_area=best["min_area"])
+    fields["metrics"]["heldout_frames"] = {
+        "folder": os.path.abspath(frames_dir), "frames": len(frames),
+        "chosen_by": tune.__doc__.split("Objective: ")[1].split("\n\n")[0].replace("\n", " "),
+        "clean_bound_met": result["clean_bound_met"], **best}
+    echo(f"tuned on {len(frames)} held-out frames: threshold {best['threshold']}, spot threshold "
+         f"{best['spot_threshold']}, min area {best['min_area']}: object recall {best['object_recall']:.3f}, "
+         f"precision {best['object_precision']:.3f}, Dice {best['pixel_dice']:.3f}, "
+         f"clean {best['clean_fp_per_mp']} FP/MP")
+    return result
 
 
 def publish_int8(run, registry, name, version, fp16_xml, fields, make_latest=False, echo=print):

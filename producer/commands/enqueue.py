@@ -21,13 +21,15 @@ from shared.commands.options import build_options
 @click.option("--tile", type=click.IntRange(32), default=None, help="Tile side in px.")
 @click.option("--overlap", type=click.IntRange(0), default=None, help="Overlap between tiles in px.")
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), default=None, help="Dust probability threshold.")
+@click.option("--spot-threshold", type=click.FloatRange(0, 1), default=None,
+              help="Keep only spots with a pixel at least this probable (default: the model's).")
 @click.option("--overlay", is_flag=True, help="Also write <name>.overlay.jpg.")
 @click.option("--prob", is_flag=True, help="Also write <name>.prob.png.")
 @click.option("--inpaint", is_flag=True, help="Also write <name>.clean.<ext> (spots inpainted).")
 @click.option("--max-pixels", type=click.IntRange(1), default=None,
               help="Pixel limit for these scans (default: the worker's, 300 MP).")
 def enqueue(source, dest, batch, queue_name, model_ref, force, dry_run, redis_url,
-            size, square, native, tile, overlap, threshold, overlay, prob, inpaint, max_pixels):
+            size, square, native, tile, overlap, threshold, spot_threshold, overlay, prob, inpaint, max_pixels):
     """Enqueue every scan under SOURCE (folder or s3://bucket/prefix); print the batch id."""
     from dataclasses import asdict
 
@@ -36,7 +38,8 @@ def enqueue(source, dest, batch, queue_name, model_ref, force, dry_run, redis_ur
     from shared.jobs import JOB_OPTIONS
     from shared.queues import connect
 
-    opts = build_options(size, square, native, tile, overlap, threshold, overlay, prob, max_pixels, inpaint)
+    opts = build_options(size, square, native, tile, overlap, threshold, overlay, prob, max_pixels, inpaint,
+                         spot_threshold)
     options = {k: v for k, v in asdict(opts).items() if k in JOB_OPTIONS and v not in (None, False)}
     started = time.perf_counter()
     try:

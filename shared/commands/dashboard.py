@@ -1,5 +1,6 @@
 """`dustspot dashboard`: rq-dashboard with the JSON serializer and basic auth, always."""
 import os
+import sys
 
 import click
 
@@ -19,7 +20,9 @@ def dashboard(bind, port, redis_url):
     user, password = os.environ.get("RQ_DASHBOARD_USERNAME"), os.environ.get("RQ_DASHBOARD_PASSWORD")
     if not user or not password:
         raise click.ClickException("set RQ_DASHBOARD_USERNAME and RQ_DASHBOARD_PASSWORD (basic auth)")
-    program = which("rq-dashboard")
+    # the script installed beside this interpreter first: a venv need not be on PATH
+    beside = os.path.join(os.path.dirname(sys.executable), "rq-dashboard")
+    program = beside if os.access(beside, os.X_OK) else which("rq-dashboard")
     if program is None:
         raise click.ClickException("rq-dashboard is not installed: pip install 'dustspot[worker]'")
     # Credentials stay in the environment (rq-dashboard reads RQ_DASHBOARD_*), not in argv,

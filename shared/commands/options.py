@@ -23,6 +23,9 @@ def pipeline_options(func):
                      help=f"Overlap between neighbouring tiles in px (default {defaults.OVERLAP})."),
         click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), default=None,
                      help="Probability at or above which a pixel is dust (default: the model's recommendation)."),
+        click.option("--spot-threshold", type=click.FloatRange(0, 1), default=None,
+                     help="Keep only spots with at least one pixel this probable (hysteresis; default: "
+                          "the model's recommendation, else the threshold)."),
         click.option("--overlay", is_flag=True, help="Also write <name>.overlay.jpg (reduced preview, spots circled)."),
         click.option("--prob", is_flag=True, help="Also write <name>.prob.png (8-bit probability map)."),
         click.option("--inpaint", is_flag=True,
@@ -41,7 +44,8 @@ def pipeline_options(func):
     return func
 
 
-def build_options(size, square, native, tile, overlap, threshold, overlay, prob, max_pixels, inpaint=False):
+def build_options(size, square, native, tile, overlap, threshold, overlay, prob, max_pixels, inpaint=False,
+                  spot_threshold=None):
     """SegmentOptions from the CLI flags (None = the model's or the default value)."""
     from ..pipeline import SegmentOptions
 
@@ -51,7 +55,7 @@ def build_options(size, square, native, tile, overlap, threshold, overlay, prob,
     mode = "native" if native else "square" if square else "size" if size else None
     return SegmentOptions(mode=mode, working_size=square or size, tile=tile, overlap=overlap,
                           threshold=threshold, overlay=overlay, prob=prob, max_pixels=max_pixels,
-                          inpaint=inpaint)
+                          inpaint=inpaint, spot_threshold=spot_threshold)
 
 
 def split_pipeline_kwargs(kwargs: dict):
@@ -59,7 +63,8 @@ def split_pipeline_kwargs(kwargs: dict):
     from ..engine import EngineSettings
 
     options = build_options(*(kwargs.pop(k) for k in ("size", "square", "native", "tile", "overlap",
-                                                       "threshold", "overlay", "prob", "max_pixels", "inpaint")))
+                                                       "threshold", "overlay", "prob", "max_pixels", "inpaint",
+                                                       "spot_threshold")))
     settings = EngineSettings(precision=kwargs.pop("precision"), threads=kwargs.pop("threads"),
                               batch=kwargs.pop("batch"))
     return kwargs.pop("model_ref"), kwargs.pop("registry_root"), options, settings

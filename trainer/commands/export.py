@@ -10,9 +10,12 @@ from .train import _command_line
 @click.option("--name", default=None, help="model name (default: the bundled model's name)")
 @click.option("--version", "version", required=True, help="new, immutable version string")
 @click.option("--latest/--no-latest", default=True, show_default=True, help="point `latest` at it")
+@click.option("--frames", type=click.Path(exists=True, file_okay=False), default=None,
+              help="held-out frames (images/ + gt/, e.g. `dustspot synth --scans`): choose the "
+                   "recommended threshold, spot threshold and min area there")
 @click.option("--int8", is_flag=True, help="also publish VERSION-int8 (NNCF PTQ), if within 1 point of FP16 recall")
 @click.option("--int8-latest", is_flag=True, help="point `latest` at the INT8 version instead")
-def export(source, registry, name, version, latest, int8, int8_latest):
+def export(source, registry, name, version, latest, frames, int8, int8_latest):
     """Export SOURCE (a run folder or checkpoint file) and publish it."""
     from shared import defaults
     from shared.errors import DustspotError
@@ -20,7 +23,8 @@ def export(source, registry, name, version, latest, int8, int8_latest):
     try:
         exporting.export(source, registry or defaults.models_root(), name or defaults.MODEL, version,
                          command=_command_line("export"), make_latest=latest and not int8_latest,
-                         echo=click.echo, int8=int8, int8_latest=int8_latest)
+                         echo=click.echo, int8=int8, int8_latest=int8_latest,
+                         frames=frames)
     except DustspotError as exc:
         raise click.ClickException(str(exc)) from None
 

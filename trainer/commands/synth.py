@@ -20,12 +20,13 @@ from .. import synth as generator
                    "128 too faint, 0 clean), from validation backgrounds only: a held-out set "
                    "scored like realdust-dev")
 @click.option("--clean", default=2, show_default=True, help="with --scans: extra dust-free frames")
-def synth(backgrounds, out, count, size, seed, sprites, scans, clean):
+@click.option("--long-side", default=3300, show_default=True, help="with --scans: frame long side in px")
+def synth(backgrounds, out, count, size, seed, sprites, scans, clean, long_side):
     """Composite synthetic dust onto BACKGROUNDS (image files or folders)."""
     if scans:
         from .. import scanset
         try:
-            names = scanset.build(backgrounds, out, count, clean, seed, sprites,
+            names = scanset.build(backgrounds, out, count, clean, seed, sprites, long_side=long_side,
                                   progress=lambda name: click.echo(f"  {name}"))
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None

@@ -1,0 +1,49 @@
+"""Post-processing chosen on held-out frames: hysteresis (spot threshold) and minimum area."""
+import cv2
+import numpy as np
+
+from shared.spots import find_spots, threshold_mask
+from trainer import tune
+
+
+def test_spot_threshold_keeps_only_components_with_a_confident_pixel():
+    prob8 = np.zeros((40, 60), np.uint8)
+    prob8[5:10, 5:10] = 140            # weak everywhere: dropped at spot threshold 0.7
+    prob8[20:30, 20:30] = 140
+    prob8[24, 24] = 230                # one confident pixel: kept, with its whole extent
+    prob8[30:32, 50:52] = 230          # confident but 4 px: dropped at min area 5
+    mask = threshold_mask(prob8, 0.5)
+    spots, kept = find_spots(mask.copy(), prob8, min_area=5, min_peak=0.7)
+    assert [s["bbox"] for s in spots] == [[20, 20, 10, 10]] and spots[0]["score"] == round(230 / 255, 3)
+    assert kept[20:30, 20:30].all() and kept.sum() == 100 * 255
+    spots, kept = find_spots(mask.copy(), prob8)
+    assert len(spots) == 3 and np.array_equal(kept, mask)
+
+
+def test_tuning_picks_settings_that_drop_faint_false_spots(tmp_path, registry_root):
+    """Identity model (probability = blue channel): dust is bright, false spots are dimmer."""
+    (tmp_path / "images").mkdir()
+    (tmp_path / "gt").mkdir()
+    rng = np.random.default_rng(0)
+    for name, dusty in (("a", True), ("b", True), ("clean", False)):
+        img = np.full((300, 400, 3), 20, np.uint8)
+        truth = np.zeros((300, 400), np.uint8)
+        for _ in range(6):
+            y, x = int(rng.integers(20, 280)), int(rng.integers(20, 380))
+            cv2.circle(img, (x, y), 4, (150, 150, 150), -1)          # false spot: p ~ 0.59
+            if dusty:
+                y, x = int(rng.integers(20, 280)), int(rng.integers(20, 380))
+                cv2.circle(img, (x, y), 5, (235, 235, 235), -1)      # dust: p ~ 0.92
+                cv2.circle(truth, (x, y), 5, 255, -1)
+        cv2.imwrite(str(tmp_path / "images" / f"{name}.png"), img)
+        cv2.imwrite(str(tmp_path / "gt" / f"{name}.png"), truth)
+    frames = tune.frame_probabilities("identity", str(tmp_path), registry_root)
+    assert [name for name, _, _ in frames] == ["a", "b", "clean"]
+    result = tune.tune(frames)
+    best = result["best"]
+    assert best["object_recall"] == 1.0 and best["object_precision"] == 1.0
+    assert best["clean_fp_per_mp"] == 0 and result["clean_bound_met"]
+    assert max(best["threshold"], best["spot_threshold"]) > 150 / 255
+    # and a setting that keeps the false spots is scored as such
+    loose = tune.score(frames, 0.3)
+    assert loose["object_precision"] < 0.6 and loose["clean_fp_per_mp"] > 2

@@ -1,0 +1,81 @@
+"""A model's post-processing (threshold, spot threshold, minimum spot area), chosen on held-out
+frames and never on realdust-dev.
+
+The frames are whole scans with ground truth (`dustspot synth --scans`, or a user's own
+labelled scans): the model runs once per frame through the real pipeline (its probability
+map at native size), then every candidate setting is applied with the pipeline's own
+functions (shared.spots) and scored with shared.metrics, the project's copy of
+../shared/eval/score.py. numpy + OpenCV + OpenVINO: no torch.
+
+Objective: the harmonic mean of object recall, object precision and pixel Dice (the three
+acceptance figures), among settings that keep false positives on the clean frames at or
+under MAX_CLEAN_FP_PER_MP (all settings, when none does).
+"""
+import glob
+import os
+from dataclasses import replace
+
+import cv2
+import numpy as np
+
+from shared.metrics import DustScore, Truth
+from shared.spots import find_spots, threshold_mask
+
+THRESHOLDS = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6)
+SPOT_THRESHOLDS = (0.0, 0.6, 0.7, 0.8, 0.9)      # 0: no hysteresis (the mask threshold)
+MIN_AREAS = (1, 4)                            # native pixels
+MAX_CLEAN_FP_PER_MP = 2.0                         # the acceptance bound on clean frames
+
+
+def frame_probabilities(model_ref, frames_dir, registry_root=None, engine_settings=None):
+    """[(name, prob8, truth)] for FRAMES/images/* with FRAMES/gt/<stem>.png."""
+    from shared.imageio import read_scan
+    from shared.pipeline import SegmentOptions, open_session, segment
+    session = open_session(model_ref, SegmentOptions(), engine_settings, registry_root)
+    # the raw probability map: no threshold, no spot filtering
+    session.options = replace(session.options, threshold=1.0, spot_threshold=1.0)
+    frames = []
+    for path in sorted(glob.glob(os.path.join(frames_dir, "images", "*"))):
+        stem = os.path.splitext(os.path.basename(path))[0]
+        truth = cv2.imread(os.path.join(frames_dir, "gt", stem + ".png"), cv2.IMREAD_GRAYSCALE)
+        if truth is None:
+            continue
+        frames.append((stem, segment(read_scan(path).pixels, session).prob8, Truth(truth)))
+    if not frames:
+        raise ValueError(f"{frames_dir}: no images/<name> with gt/<name>.png")
+    return frames
+
+
+def score(frames, threshold, spot_threshold=0.0, min_area=1) -> dict:
+    total = DustScore()
+    for _, prob8, truth in frames:
+        mask = threshold_mask(prob8, threshold)
+        _, mask = find_spots(mask, prob8, min_area, max(threshold, spot_threshold))
+        total.add(truth, mask)
+    return total.result()
+
+
+def objective(metrics: dict) -> float:
+    parts = [metrics["object_recall"], metrics["object_precision"], metrics["pixel_dice"]]
+    return 0.0 if min(parts) <= 0 else len(parts) / sum(1 / p for p in parts)
+
+
+def tune(frames, progress=None) -> dict:
+    """Best setting and the full table: {"best": {...settings, metrics}, "table": [...]}."""
+    table = []
+    for threshold in THRESHOLDS:
+        for spot_threshold in SPOT_THRESHOLDS:
+            if 0 < spot_threshold <= threshold:
+                continue                                   # same as no hysteresis
+            for min_area in MIN_AREAS:
+                m = score(frames, threshold, spot_threshold, min_area)
+                row = {"threshold": threshold, "spot_threshold": max(threshold, spot_threshold),
+                       "min_area": min_area, "objective": round(objective(m), 4),
+                       **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()}}
+                table.append(row)
+                if progress:
+                    progress(row)
+    clean = [r for r in table if r["clean_fp_per_mp"] is None or r["clean_fp_per_mp"] <= MAX_CLEAN_FP_PER_MP]
+    best = max(clean or table, key=lambda r: r["objective"])
+    return {"best": best, "table": table, "frames": [name for name, _, _ in frames],
+            "clean_bound_met": bool(clean)}
