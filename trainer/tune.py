@@ -16,7 +16,6 @@ import os
 from dataclasses import replace
 
 import cv2
-import numpy as np
 
 from shared.metrics import DustScore, Truth
 from shared.spots import find_spots, threshold_mask

@@ -19,6 +19,7 @@ def export(source, registry, name, version, latest, frames, int8, int8_latest):
     """Export SOURCE (a run folder or checkpoint file) and publish it."""
     from shared import defaults
     from shared.errors import DustspotError
+
     from .. import export as exporting
     try:
         exporting.export(source, registry or defaults.models_root(), name or defaults.MODEL, version,

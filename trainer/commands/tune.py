@@ -17,6 +17,7 @@ def tune(frames, model_ref, registry_root, json_out):
     set you report.
     """
     from shared.errors import DustspotError
+
     from .. import tune as tuning
     try:
         found = tuning.frame_probabilities(model_ref, frames, registry_root)
