@@ -89,6 +89,20 @@ def test_train_export_publish_segment(tmp_path):
     assert tuned["metrics"]["heldout_frames"]["frames"] == 3
     assert {"threshold", "spot_threshold", "min_area"} <= set(tuned["recommended"])
 
+    # INT8 (NNCF) judged against FP16 on the same frames: published within a point, else refused
+    res = subprocess.run([sys.executable, "-m", "shared.cli", "export", str(run_dir), "--registry", str(registry),
+                          "--name", "tiny", "--version", "0.0.3", "--no-latest", "--frames", str(frames), "--int8"],
+                         capture_output=True, text=True, timeout=600)
+    assert (registry / "tiny" / "0.0.3" / "manifest.json").exists()
+    assert "INT8 vs FP16 on 3 held-out frames" in res.stdout, res.stderr[-2000:]
+    if res.returncode == 0:
+        q = json.loads((registry / "tiny" / "0.0.3-int8" / "manifest.json").read_text())
+        check = q["quantization"]["check_vs_fp16"]
+        assert q["precision"] == "int8" and q["parent"] == "tiny:0.0.3"
+        assert check["recall_drop"] <= 0.01 and check["precision_drop"] <= 0.01
+    else:
+        assert "INT8 not published: object" in res.stderr and not (registry / "tiny" / "0.0.3-int8").exists()
+
     # a warm start from the first run's weights
     res = run(["train", str(backgrounds), "--run", str(tmp_path / "run2"), "--size", "64", "--batch", "4",
                "--steps", "1", "--pool", "48", "--valid-pool", "24", "--threads", "1", "--workers", "1",

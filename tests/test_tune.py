@@ -47,3 +47,13 @@ def test_tuning_picks_settings_that_drop_faint_false_spots(tmp_path, registry_ro
     # and a setting that keeps the false spots is scored as such
     loose = tune.score(frames, 0.3)
     assert loose["object_precision"] < 0.6 and loose["clean_fp_per_mp"] > 2
+
+
+def test_int8_is_refused_when_recall_or_precision_drops_more_than_a_point():
+    from trainer import quantize
+    fp16 = {"object_recall": 0.90, "object_precision": 0.86}
+    assert quantize.refusal(quantize.drops(fp16, {"object_recall": 0.895, "object_precision": 0.87})) is None
+    assert "recall drops by 0.020" in quantize.refusal(
+        quantize.drops(fp16, {"object_recall": 0.88, "object_precision": 0.86}))
+    assert "precision drops by 0.030" in quantize.refusal(
+        quantize.drops(fp16, {"object_recall": 0.91, "object_precision": 0.83}))

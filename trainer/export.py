@@ -131,18 +131,25 @@ def export(source, registry, name, version, command=None, make_latest=True, echo
         handle = reg.publish(registry, name, version, xml, fields, make_latest=make_latest)
         echo(f"published {name}:{version} -> {handle.folder}")
         if int8:
-            publish_int8(run, registry, name, version, xml, fields, make_latest=int8_latest, echo=echo)
+            publish_int8(run, registry, name, version, xml, fields, make_latest=int8_latest, echo=echo,
+                         frames_dir=frames)
     return handle
+
+
+def candidate_frames(xml, fields, frames_dir):
+    """Held-out frames' probability maps from an IR loaded exactly as the pipeline loads a model."""
+    from shared import registry as reg
+
+    from . import tune
+    with tempfile.TemporaryDirectory() as scratch:
+        candidate = reg.publish(scratch, "candidate", "0", xml, fields, make_latest=False)
+        return tune.frame_probabilities(candidate.folder, frames_dir)
 
 
 def tune_on_frames(xml, frames_dir, fields, echo=print):
     """Choose threshold / spot threshold / min area on held-out frames; record them and the figures."""
-    from shared import registry as reg
-
     from . import tune
-    with tempfile.TemporaryDirectory() as scratch:      # the candidate as the pipeline will load it
-        candidate = reg.publish(scratch, "candidate", "0", xml, fields, make_latest=False)
-        frames = tune.frame_probabilities(candidate.folder, frames_dir)
+    frames = candidate_frames(xml, fields, frames_dir)
     result = tune.tune(frames)
     best = result["best"]
     fields["recommended"].update(threshold=best["threshold"], spot_threshold=best["spot_threshold"],
@@ -158,8 +165,10 @@ def tune_on_frames(xml, frames_dir, fields, echo=print):
     return result
 
 
-def publish_int8(run, registry, name, version, fp16_xml, fields, make_latest=False, echo=print):
-    """Quantize, compare with FP16 on the held-out pool, publish as <version>-int8 if it holds."""
+def publish_int8(run, registry, name, version, fp16_xml, fields, make_latest=False, echo=print,
+                 frames_dir=None):
+    """Quantize, compare with FP16 (held-out frames with the recommended post-processing when
+    given, else the held-out tile pool), publish as <version>-int8 if within quantize.MAX_DROP."""
     from shared import registry as reg
     from shared.errors import ModelError
 
@@ -171,15 +180,22 @@ def publish_int8(run, registry, name, version, fp16_xml, fields, make_latest=Fal
     threshold = fields["recommended"]["threshold"]
     with tempfile.TemporaryDirectory() as tmp:
         int8_xml = quantize.quantize(fp16_xml, np.asarray(train_images[pick]), os.path.join(tmp, "model.xml"))
-        check = quantize.compare(fp16_xml, int8_xml, np.asarray(valid_images), np.asarray(valid_masks), threshold)
-        echo(f"INT8 vs FP16 on {len(valid_images)} held-out tiles: object recall "
+        int8_fields = dict(fields, precision="int8", parent=f"{name}:{version}")
+        if frames_dir and "heldout_frames" in fields["metrics"]:
+            check, int8_metrics = compare_on_frames(int8_xml, int8_fields, frames_dir)
+            int8_fields["metrics"] = {**fields["metrics"],
+                                      "heldout_frames": {**fields["metrics"]["heldout_frames"], **int8_metrics}}
+        else:
+            check = quantize.compare(fp16_xml, int8_xml, np.asarray(valid_images), np.asarray(valid_masks),
+                                     threshold)
+        echo(f"INT8 vs FP16 on {check['on']}: object recall "
              f"{check['int8']['object_recall']:.3f} vs {check['fp16']['object_recall']:.3f}, precision "
              f"{check['int8']['object_precision']:.3f} vs {check['fp16']['object_precision']:.3f}")
-        if check["recall_drop"] > quantize.MAX_RECALL_DROP:
-            raise ModelError(f"INT8 not published: object recall drops by {check['recall_drop']:.3f} "
-                             f"(> {quantize.MAX_RECALL_DROP})")
-        int8_fields = dict(fields, precision="int8", parent=f"{name}:{version}",
-                           quantization={"method": "NNCF post-training quantization, preset MIXED",
+        reason = quantize.refusal(check)
+        if reason:
+            raise ModelError(f"INT8 not published: {reason}")
+        int8_fields.update(quantization={"method": "NNCF post-training quantization, preset MIXED, "
+                                                   "stem and head convolutions kept in floating point",
                                          "calibration_tiles": int(len(pick)),
                                          "calibration_source": "training pool (pool-train)",
                                          "check_vs_fp16": check})
@@ -187,3 +203,15 @@ def publish_int8(run, registry, name, version, fp16_xml, fields, make_latest=Fal
         handle = reg.publish(registry, name, f"{version}-int8", int8_xml, int8_fields, make_latest=make_latest)
     echo(f"published {name}:{version}-int8 -> {handle.folder}")
     return handle
+
+
+def compare_on_frames(int8_xml, int8_fields, frames_dir):
+    """INT8 on the held-out frames with the FP16 model's recommended post-processing."""
+    from . import quantize, tune
+    rec, fp16 = int8_fields["recommended"], int8_fields["metrics"]["heldout_frames"]
+    int8 = tune.score(candidate_frames(int8_xml, int8_fields, frames_dir), rec["threshold"],
+                      rec["spot_threshold"], rec["min_area"])
+    keys = ("object_recall", "object_precision", "pixel_dice", "clean_fp_per_mp")
+    check = {"fp16": {k: fp16[k] for k in keys}, "int8": {k: int8[k] for k in keys},
+             **quantize.drops(fp16, int8), "on": f"{fp16['frames']} held-out frames", **rec}
+    return check, int8
