@@ -20,8 +20,9 @@ import cv2
 from shared.metrics import DustScore, Truth
 from shared.spots import find_spots, threshold_mask
 
-THRESHOLDS = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6)
-SPOT_THRESHOLDS = (0.0, 0.6, 0.7, 0.8, 0.9)      # 0: no hysteresis (the mask threshold)
+# wide: a loss with hard-negative mining pulls probabilities down (best thresholds ~0.1-0.3)
+THRESHOLDS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6)
+SPOT_THRESHOLDS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)   # 0: no hysteresis (the mask threshold)
 MIN_AREAS = (1, 4)                            # native pixels
 MAX_CLEAN_FP_PER_MP = 2.0                         # the acceptance bound on clean frames
 
