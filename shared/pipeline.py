@@ -39,7 +39,7 @@ class SegmentOptions:
     overlap: int | None = None
     margin: int | None = None
     threshold: float | None = None
-    spot_threshold: float | None = None  # a spot needs one pixel at least this probable
+    spot_threshold: float | None = None  # a spot needs one pixel at least this probable (0: off)
     min_area: int | None = None          # native pixels; smaller spots are dropped
     overlay: bool = False
     prob: bool = False
@@ -61,12 +61,16 @@ class SegmentOptions:
             margin=pick(self.margin, "margin", defaults.TILE_MARGIN),
             threshold=pick(self.threshold, "threshold", defaults.THRESHOLD),
             min_area=pick(self.min_area, "min_area", defaults.MIN_SPOT_AREA))
-        # below the mask threshold it would change nothing: default to it
-        out.spot_threshold = max(out.threshold, pick(self.spot_threshold, "spot_threshold", 0.0))
+        # kept as given (not raised to the threshold) so that rethreshold can reapply it
+        out.spot_threshold = pick(self.spot_threshold, "spot_threshold", 0.0)
         if out.mode not in MODES:
             raise DustspotError(f"unknown mode {out.mode!r} (use one of {', '.join(MODES)})")
         if not 0.0 < out.threshold <= 1.0:
             raise DustspotError(f"threshold {out.threshold} must be in (0, 1]")
+        if not isinstance(out.spot_threshold, (int, float)) or not 0.0 <= out.spot_threshold <= 1.0:
+            raise DustspotError(f"spot threshold {out.spot_threshold!r} must be in [0, 1]")
+        if not isinstance(out.min_area, int) or out.min_area < 1:
+            raise DustspotError(f"min area {out.min_area!r} must be a whole number >= 1")
         if not 0 <= out.overlap < out.tile:
             raise DustspotError(f"overlap {out.overlap} must be smaller than the tile ({out.tile})")
         return out
@@ -150,7 +154,7 @@ def segment(pixels: np.ndarray, session: Session) -> Segmentation:
     mask = threshold_mask(prob8, o.threshold)
     lap("threshold")
 
-    spots, mask = find_spots(mask, prob8, o.min_area, o.spot_threshold)
+    spots, mask = find_spots(mask, prob8, o.min_area, max(o.threshold, o.spot_threshold))
     lap("spots")
     return Segmentation(mask, prob8, spots, (wh, ww), len(grid), timings)
 

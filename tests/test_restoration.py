@@ -59,7 +59,11 @@ def test_shape_picks_the_method():
     assert not is_elongated(speck) and is_elongated(hair)
 
 
-def test_rethreshold_matches_a_fresh_run(tmp_path, registry_root):
+def test_rethreshold_matches_a_fresh_run(tmp_path):
+    """With a model that recommends a spot threshold and a minimum area, as tuned models do."""
+    from tests.ovmodels import conv_model, publish_model
+    registry_root = str(tmp_path / "registry")
+    publish_model(conv_model(), registry_root, "conv", recommended={"spot_threshold": 0.58, "min_area": 3})
     src = tmp_path / "src"
     src.mkdir()
     for i in range(3):
@@ -72,19 +76,25 @@ def test_rethreshold_matches_a_fresh_run(tmp_path, registry_root):
                              env=env, timeout=300)
         assert res.returncode == 0, res.stderr
         return res.stdout
-    run("segment", str(src), "--out", str(tmp_path / "a"), "--prob", "--threshold", "0.5", *common)
-    run("segment", str(src), "--out", str(tmp_path / "b"), "--threshold", "0.7", "--spot-threshold", "0.8",
-        *common)
-    assert "3 scans rethresholded at 0.7" in run("rethreshold", str(tmp_path / "a"), "--threshold", "0.7",
-                                                 "--spot-threshold", "0.8")
+    run("segment", str(src), "--out", str(tmp_path / "a"), "--prob", "--threshold", "0.3", *common)
+    run("segment", str(src), "--out", str(tmp_path / "b"), "--threshold", "0.45", *common)
+    assert "3 scans rethresholded at 0.45" in run("rethreshold", str(tmp_path / "a"), "--threshold", "0.45")
     for i in range(3):
         a = cv2.imread(str(tmp_path / "a" / f"s{i}.mask.png"), cv2.IMREAD_UNCHANGED)
         b = cv2.imread(str(tmp_path / "b" / f"s{i}.mask.png"), cv2.IMREAD_UNCHANGED)
         np.testing.assert_array_equal(a, b)
         ra = json.loads((tmp_path / "a" / f"s{i}.json").read_text())
         rb = json.loads((tmp_path / "b" / f"s{i}.json").read_text())
-        assert ra["spots"] == rb["spots"] and ra["settings"]["threshold"] == 0.7
-        assert ra["settings"]["spot_threshold"] == rb["settings"]["spot_threshold"] == 0.8
+        assert ra["spots"] == rb["spots"] and ra["settings"]["threshold"] == 0.45
+        assert ra["settings"]["spot_threshold"] == rb["settings"]["spot_threshold"] == 0.58
+        assert ra["settings"]["min_area"] == rb["settings"]["min_area"] == 3
+    # the model's settings were in force: weak or tiny spots at 0.45 are gone, confident ones stay
+    c = tmp_path / "c"
+    run("segment", str(src), "--out", str(c), "--threshold", "0.45", "--spot-threshold", "0", "--min-area", "1",
+        *common)
+    loose = sum(json.loads((c / f"s{i}.json").read_text())["spot_count"] for i in range(3))
+    tuned = sum(json.loads((tmp_path / "b" / f"s{i}.json").read_text())["spot_count"] for i in range(3))
+    assert loose > tuned > 0
 
 
 def test_clean_image_keeps_icc_profile_and_exif(tmp_path, make_session):

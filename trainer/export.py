@@ -116,8 +116,10 @@ def export(source, registry, name, version, command=None, make_latest=True, echo
            int8=False, int8_latest=False, frames=None):
     """Convert SOURCE (run folder or checkpoint) and publish it as name:version in registry.
 
-    With int8, also quantize (NNCF PTQ) and publish name:version-int8 when its object
-    recall on the held-out synthetic tiles is within 1 point of the FP16 model's."""
+    With frames, the recommended threshold / spot threshold / min area are chosen on those
+    held-out frames first. With int8, also quantize (NNCF PTQ) and publish name:version-int8
+    when its object recall and precision are within 1 point of the FP16 model's (on the
+    frames with the recommended post-processing, else on the held-out synthetic tiles)."""
     from shared import registry as reg
     net, state, run = load_checkpoint(source)
     fields = manifest_fields(state, run, net, command)

@@ -33,8 +33,12 @@ def build(backgrounds, out, count, clean=2, seed=0, sprite_dir=None, split="vali
     for i in range(count + clean):
         rng = np.random.default_rng([seed, i])
         photo = None
-        while photo is None:
+        for _ in range(20):                              # skip unreadable files, not forever
             photo = synth.read_background(paths[int(rng.integers(len(paths)))])
+            if photo is not None:
+                break
+        if photo is None:
+            raise ValueError("no readable background image among " + ", ".join(paths[:5]))
         scale = long_side / max(photo.shape[:2])
         interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
         photo = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=interp)

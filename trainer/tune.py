@@ -27,11 +27,14 @@ MIN_AREAS = (1, 4)                            # native pixels
 MAX_CLEAN_FP_PER_MP = 2.0                         # the acceptance bound on clean frames
 
 
-def frame_probabilities(model_ref, frames_dir, registry_root=None, engine_settings=None):
-    """[(name, prob8, truth)] for FRAMES/images/* with FRAMES/gt/<stem>.png."""
+def frame_probabilities(model_ref, frames_dir, registry_root=None, engine_settings=None, options=None):
+    """[(name, prob8, truth)] for FRAMES/images/* with FRAMES/gt/<stem>.png.
+
+    `options` (working size, tiles; default: the model's) must be those the model will run with.
+    """
     from shared.imageio import read_scan
     from shared.pipeline import SegmentOptions, open_session, segment
-    session = open_session(model_ref, SegmentOptions(), engine_settings, registry_root)
+    session = open_session(model_ref, options or SegmentOptions(), engine_settings, registry_root)
     # the raw probability map: no threshold, no spot filtering
     session.options = replace(session.options, threshold=1.0, spot_threshold=1.0)
     frames = []
@@ -75,7 +78,8 @@ def tune(frames, progress=None) -> dict:
                 table.append(row)
                 if progress:
                     progress(row)
-    clean = [r for r in table if r["clean_fp_per_mp"] is None or r["clean_fp_per_mp"] <= MAX_CLEAN_FP_PER_MP]
+    measured = any(truth.clean for _, _, truth in frames)
+    clean = [r for r in table if not measured or r["clean_fp_per_mp"] <= MAX_CLEAN_FP_PER_MP]
     best = max(clean or table, key=lambda r: r["objective"])
     return {"best": best, "table": table, "frames": [name for name, _, _ in frames],
-            "clean_bound_met": bool(clean)}
+            "clean_bound_met": bool(clean) if measured else None}      # None: no clean frame

@@ -153,7 +153,10 @@ def overhead(work, env, redis_url, jobs):
         for i, name in enumerate(names[:30]):
             result = enqueue(redis, src, os.path.join(work, "lone"), f"lone{i}", keys=[name])
             job = Job.fetch(result.job_ids[0], connection=redis, serializer=serializer())
+            deadline = time.time() + 60
             while job.get_status(refresh=True) not in ("finished", "failed"):
+                if time.time() > deadline:
+                    raise TimeoutError(f"job {job.id} did not finish (is the worker alive?)")
                 time.sleep(0.005)
             job.refresh()
             latencies.append((job.started_at - job.enqueued_at).total_seconds())

@@ -52,7 +52,8 @@ def evaluate(images, truth, out_dir, as_json, **kwargs):
             pred = cv2.imread(os.path.join(out_dir, stem + ".mask.png"), cv2.IMREAD_GRAYSCALE)
             score.add(gt, pred)
     result = {**score.result(), "images": len(scans), "problems": problems,
-              "model": session.model, "threshold": session.options.threshold}
+              "model": session.model, "threshold": session.options.threshold,
+              "spot_threshold": session.options.spot_threshold, "min_area": session.options.min_area}
     if as_json:
         click.echo(json.dumps(result))
     else:

@@ -26,6 +26,9 @@ def pipeline_options(func):
         click.option("--spot-threshold", type=click.FloatRange(0, 1), default=None,
                      help="Keep only spots with at least one pixel this probable (hysteresis; default: "
                           "the model's recommendation, else the threshold)."),
+        click.option("--min-area", type=click.IntRange(1), default=None,
+                     help="Drop spots smaller than this many native pixels (default: the model's "
+                          "recommendation, else 1)."),
         click.option("--overlay", is_flag=True, help="Also write <name>.overlay.jpg (reduced preview, spots circled)."),
         click.option("--prob", is_flag=True, help="Also write <name>.prob.png (8-bit probability map)."),
         click.option("--inpaint", is_flag=True,
@@ -45,7 +48,7 @@ def pipeline_options(func):
 
 
 def build_options(size, square, native, tile, overlap, threshold, overlay, prob, max_pixels, inpaint=False,
-                  spot_threshold=None):
+                  spot_threshold=None, min_area=None):
     """SegmentOptions from the CLI flags (None = the model's or the default value)."""
     from ..pipeline import SegmentOptions
 
@@ -55,7 +58,7 @@ def build_options(size, square, native, tile, overlap, threshold, overlay, prob,
     mode = "native" if native else "square" if square else "size" if size else None
     return SegmentOptions(mode=mode, working_size=square or size, tile=tile, overlap=overlap,
                           threshold=threshold, overlay=overlay, prob=prob, max_pixels=max_pixels,
-                          inpaint=inpaint, spot_threshold=spot_threshold)
+                          inpaint=inpaint, spot_threshold=spot_threshold, min_area=min_area)
 
 
 def split_pipeline_kwargs(kwargs: dict):
@@ -64,7 +67,7 @@ def split_pipeline_kwargs(kwargs: dict):
 
     options = build_options(*(kwargs.pop(k) for k in ("size", "square", "native", "tile", "overlap",
                                                        "threshold", "overlay", "prob", "max_pixels", "inpaint",
-                                                       "spot_threshold")))
+                                                       "spot_threshold", "min_area")))
     settings = EngineSettings(precision=kwargs.pop("precision"), threads=kwargs.pop("threads"),
                               batch=kwargs.pop("batch"))
     return kwargs.pop("model_ref"), kwargs.pop("registry_root"), options, settings

@@ -9,9 +9,10 @@ import click
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), required=True,
               help="New probability threshold.")
 @click.option("--spot-threshold", type=click.FloatRange(0, 1), default=None,
-              help="Keep only spots with a pixel at least this probable (default: the threshold).")
-@click.option("--min-area", type=click.IntRange(1), default=1, show_default=True,
-              help="Drop spots smaller than this many pixels.")
+              help="Keep only spots with a pixel at least this probable (default: each scan's own "
+                   "setting, as its report records it).")
+@click.option("--min-area", type=click.IntRange(1), default=None,
+              help="Drop spots smaller than this many pixels (default: each scan's own setting).")
 def rethreshold(out_root, threshold, spot_threshold, min_area):
     """Rebuild masks, spots and reports under OUT_ROOT (folder or s3://...) at a new threshold.
 
@@ -38,10 +39,12 @@ def rethreshold(out_root, threshold, spot_threshold, min_area):
             continue
         prob8 = cv2.imdecode(np.frombuffer(store.read(stem + SUFFIX_PROB), np.uint8), cv2.IMREAD_UNCHANGED)
         mask = threshold_mask(prob8, threshold)
-        spot_threshold = max(threshold, spot_threshold or 0.0)
-        spots, mask = find_spots(mask, prob8, min_area, spot_threshold)
+        # unset flags keep the scan's settings: the same result as a fresh run at this threshold
+        spot = (report["settings"].get("spot_threshold") or 0.0) if spot_threshold is None else spot_threshold
+        area = (report["settings"].get("min_area") or 1) if min_area is None else min_area
+        spots, mask = find_spots(mask, prob8, area, max(threshold, spot))
         store.write(stem + SUFFIX_MASK, encode_png(mask))
-        report["settings"].update(threshold=threshold, spot_threshold=spot_threshold, min_area=min_area)
+        report["settings"].update(threshold=threshold, spot_threshold=spot, min_area=area)
         report.update(spots=spots, spot_count=len(spots),
                       dust_fraction=round(float(np.count_nonzero(mask)) / mask.size, 6), rethresholded=True)
         store.write(key, json.dumps(report, indent=1).encode())

@@ -13,7 +13,8 @@ from .train import _command_line
 @click.option("--frames", type=click.Path(exists=True, file_okay=False), default=None,
               help="held-out frames (images/ + gt/, e.g. `dustspot synth --scans`): choose the "
                    "recommended threshold, spot threshold and min area there")
-@click.option("--int8", is_flag=True, help="also publish VERSION-int8 (NNCF PTQ), if within 1 point of FP16 recall")
+@click.option("--int8", is_flag=True, help="also publish VERSION-int8 (NNCF PTQ), if its object recall and precision are within 1 point of "
+                   "FP16's (on --frames with the recommended post-processing, else on the held-out tiles)")
 @click.option("--int8-latest", is_flag=True, help="point `latest` at the INT8 version instead")
 def export(source, registry, name, version, latest, frames, int8, int8_latest):
     """Export SOURCE (a run folder or checkpoint file) and publish it."""

@@ -3,24 +3,27 @@ import json
 
 import click
 
+from shared.commands.options import pipeline_options, split_pipeline_kwargs
+
 
 @click.command("tune")
 @click.argument("frames", type=click.Path(exists=True, file_okay=False))
-@click.option("--model", "model_ref", default=None, help="model reference (default: the bundled one)")
-@click.option("--registry", "registry_root", default=None, envvar="DUSTSPOT_MODELS")
 @click.option("--json-out", type=click.Path(dir_okay=False), default=None, help="write the whole table here")
-def tune(frames, model_ref, registry_root, json_out):
+@pipeline_options
+def tune(frames, json_out, **kwargs):
     """Sweep post-processing settings on FRAMES (images/ + gt/ with 255/128/0 truth).
 
     Prints the best setting by the harmonic mean of object recall, object precision and
     pixel Dice (clean-frame false positives at most 2 per MP). Use held-out frames, never the
-    set you report.
+    set you report. Working resolution and tiling flags apply (tune for the settings you run).
+    The threshold / spot threshold / min area flags are ignored: they are what is swept.
     """
     from shared.errors import DustspotError
 
     from .. import tune as tuning
     try:
-        found = tuning.frame_probabilities(model_ref, frames, registry_root)
+        model_ref, registry_root, options, settings = split_pipeline_kwargs(kwargs)
+        found = tuning.frame_probabilities(model_ref, frames, registry_root, settings, options)
     except (DustspotError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     result = tuning.tune(found)
@@ -30,7 +33,7 @@ def tune(frames, model_ref, registry_root, json_out):
     best = result["best"]
     click.echo(json.dumps({k: v for k, v in best.items() if k != "object_recall_by_extent"}))
     click.echo(f"dustspot segment ... --threshold {best['threshold']} --spot-threshold "
-               f"{best['spot_threshold']}  (min area {best['min_area']} px: recommend it in the manifest)")
+               f"{best['spot_threshold']} --min-area {best['min_area']}")
 
 
 if __name__ == "__main__":
