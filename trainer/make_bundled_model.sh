@@ -7,10 +7,13 @@
 # The evaluation photos (Path, Autumn, ColorfulCups, MilkyWay wallpapers) are excluded
 # by trainer.synth.load_backgrounds even though their folder is passed.
 #
-# 0.2.0 = 0.1.0's weights (trainer/weights/dustspot-unet-0.1.0.pt, made by this script with
-# STAGE=v1: 95 min from scratch) + MINUTES more on a fresh pool (seed 1) with the v2 generator
-# (dim scenes, more faint dust, more star fields) and the hard-negative loss term; then the
-# post-processing is chosen on held-out frames (validation photos only) and INT8 is tried.
+# 0.2.0 is three stages, each a warm start from the one before (weights in trainer/weights/):
+#   STAGE=v1: 95 min from scratch                                  -> dustspot-unet-0.1.0.pt
+#   STAGE=v2: from v1, 110-min schedule stopped at 45.2 min (step 920), pool seed 1, dim scenes,
+#             more faint dust and stars, hard-negative loss; the generator of commit 2c0d616
+#             (before flat dust: `git checkout 2c0d616 -- trainer/synth.py` to redo it) -> dustspot-unet-0.2.0-stage2.pt
+#   STAGE=v3 (default): from v2, 58 min, pool seed 2, generator with flat (opaque) dust; then the
+#             post-processing is chosen on held-out frames (validation photos only) and INT8 is tried.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,10 +30,14 @@ if command -v dustspot >/dev/null 2>&1; then DUSTSPOT=(dustspot); else DUSTSPOT=
 if [ "$STAGE" = v1 ]; then
     RUN=${RUN:-runs/bundled-v1}; MINUTES=${MINUTES:-95}; VERSION=${VERSION:-0.1.0}
     TRAIN=(--pool 12000 --seed 0 --eval-minutes 15)
+elif [ "$STAGE" = v2 ]; then
+    RUN=${RUN:-runs/bundled-v2}; MINUTES=${MINUTES:-110}
+    TRAIN=(--pool 14000 --seed 1 --lr 1e-3 --eval-minutes 20 --stop-minutes 45.2
+           --init trainer/weights/dustspot-unet-0.1.0.pt)
 else
-    RUN=${RUN:-runs/bundled-v2}; MINUTES=${MINUTES:-110}; VERSION=${VERSION:-0.2.0}
-    INIT=${INIT:-trainer/weights/dustspot-unet-0.1.0.pt}
-    TRAIN=(--pool 14000 --seed 1 --lr 1e-3 --eval-minutes 20 --init "$INIT")
+    RUN=${RUN:-runs/bundled-v3}; MINUTES=${MINUTES:-58}; VERSION=${VERSION:-0.2.0}
+    INIT=${INIT:-trainer/weights/dustspot-unet-0.2.0-stage2.pt}
+    TRAIN=(--pool 10000 --seed 2 --lr 7e-4 --eval-minutes 20 --init "$INIT")
 fi
 
 # --resume continues an interrupted run from RUN/checkpoint.pt (the pools are reused)
@@ -45,6 +52,7 @@ if [ "$STAGE" = v1 ]; then
     "${DUSTSPOT[@]}" export "$RUN" --registry models --name dustspot-unet --version "$VERSION"
     exit 0
 fi
+[ "$STAGE" = v2 ] && exit 0             # its model.pt is the next stage's --init
 
 # 12 dusty + 3 clean frames at realdust-dev's size, from validation photos only
 [ -d "$FRAMES" ] || "${DUSTSPOT[@]}" synth "$WALLPAPERS" "$MATE" "$SKIMAGE" --scans --count 12 --clean 3 \

@@ -42,10 +42,13 @@ def _command_line(name):
               help="labelled tiles from `dustspot prepare` (repeatable), mixed into every batch")
 @click.option("--init", default=None, type=click.Path(exists=True, dir_okay=False),
               help="start from these weights (an earlier run's model.pt or trainer/weights/*.pt)")
+@click.option("--stop-minutes", default=None, type=float,
+              help="stop (checkpoint, evaluate, model.pt) after this much training time; the learning-rate "
+                   "schedule still follows --minutes/--steps")
 @click.option("--real-fraction", default=0.5, show_default=True, help="share of each batch from --data tiles")
 def train(backgrounds, run_dir, sprites, tile, batch, steps, minutes, lr, arch, encoder,
           decoder_channels, pool, valid_pool, threads, workers, seed, device, amp, resume,
-          checkpoint_minutes, eval_minutes, datasets, init, real_fraction):
+          checkpoint_minutes, eval_minutes, datasets, init, stop_minutes, real_fraction):
     """Train on synthetic dust composited onto BACKGROUNDS (image files or folders)."""
     from .. import train as training          # torch: only when the command runs
     decoder = tuple(int(c) for c in decoder_channels.split(","))
@@ -53,7 +56,7 @@ def train(backgrounds, run_dir, sprites, tile, batch, steps, minutes, lr, arch, 
                    decoder, pool, valid_pool, threads, workers, seed, device, amp, resume,
                    checkpoint_minutes, eval_minutes, command=_command_line("train"),
                    echo=click.echo, datasets=datasets, real_fraction=real_fraction,
-                   init=init)
+                   init=init, stop_minutes=stop_minutes)
 
 
 if __name__ == "__main__":
