@@ -101,7 +101,8 @@ def manifest_fields(state, run, net, command):
                      "batch": cfg.get("batch"), "steps": summary.get("step"),
                      "minutes": summary.get("minutes"), "tiles_seen": summary.get("tiles_seen"),
                      "tiles_per_s": summary.get("tiles_per_s"), "seed": cfg.get("seed"),
-                     "threads": cfg.get("threads"), "amp": "bf16" if cfg.get("amp") else None},
+                     "threads": cfg.get("threads"), "amp": "bf16" if cfg.get("amp") else None,
+                     "init": cfg.get("init")},           # warm start: the weights this run began from
         "metrics": {"heldout_synthetic": {
             "tiles": cfg.get("valid_pool"),
             "threshold": valid.get("threshold"),
