@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,32 +30,9 @@ import time
 import cv2
 import numpy as np
 
+from worker.localredis import start_redis
+
 CLI = [sys.executable, "-m", "shared.cli"]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_redis(work):
-    """A private redis-server on a free port; returns (process, url)."""
-    port = free_port()
-    proc = subprocess.Popen([shutil.which("redis-server"), "--port", str(port), "--bind", "127.0.0.1",
-                             "--save", "", "--appendonly", "no", "--dir", work],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    from shared.queues import connect
-    deadline = time.time() + 10
-    while True:
-        try:
-            connect(url).ping()
-            return proc, url
-        except Exception:
-            if time.time() > deadline:
-                raise
-            time.sleep(0.1)
 
 
 def noop_model(root):

@@ -12,7 +12,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,11 +20,7 @@ import time
 import cv2
 import numpy as np
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from worker.localredis import start_redis
 
 
 def make_scans(folder, count, seed=0):
@@ -51,12 +46,8 @@ def main():
     src, dst = os.path.join(work, "src"), os.path.join(work, "dst")
     os.makedirs(src)
     make_scans(src, args.scans)
-    port = free_port()
-    redis = subprocess.Popen([shutil.which("redis-server"), "--port", str(port), "--bind", "127.0.0.1",
-                              "--save", "", "--appendonly", "no", "--dir", work],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(0.5)
-    env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{port}/0"}
+    redis, url = start_redis(work)
+    env = {**os.environ, "REDIS_URL": url}
     cli = [sys.executable, "-m", "shared.cli"]
     model = ["--model", args.model] if args.model else []
     flags = [*model, "--size", str(args.size), "--threads", "1"]
