@@ -49,12 +49,14 @@ def frame_probabilities(model_ref, frames_dir, registry_root=None, engine_settin
     return frames
 
 
-def score(frames, threshold, spot_threshold=0.0, min_area=1) -> dict:
+def score(frames, threshold, spot_threshold=0.0, min_area=1, masks=None) -> dict:
+    """Metrics of one setting; `masks` (the frames thresholded at `threshold`) saves redoing that."""
+    if masks is None:
+        masks = [threshold_mask(prob8, threshold) for _, prob8, _ in frames]
     total = DustScore()
-    for _, prob8, truth in frames:
-        mask = threshold_mask(prob8, threshold)
-        _, mask = find_spots(mask, prob8, min_area, max(threshold, spot_threshold))
-        total.add(truth, mask)
+    for (_, prob8, truth), mask in zip(frames, masks):
+        _, kept = find_spots(mask.copy(), prob8, min_area, max(threshold, spot_threshold))
+        total.add(truth, kept)
     return total.result()
 
 
@@ -67,11 +69,12 @@ def tune(frames, progress=None) -> dict:
     """Best setting and the full table: {"best": {...settings, metrics}, "table": [...]}."""
     table = []
     for threshold in THRESHOLDS:
+        masks = [threshold_mask(prob8, threshold) for _, prob8, _ in frames]    # once per threshold
         for spot_threshold in SPOT_THRESHOLDS:
             if 0 < spot_threshold <= threshold:
                 continue                                   # same as no hysteresis
             for min_area in MIN_AREAS:
-                m = score(frames, threshold, spot_threshold, min_area)
+                m = score(frames, threshold, spot_threshold, min_area, masks)
                 row = {"threshold": threshold, "spot_threshold": max(threshold, spot_threshold),
                        "min_area": min_area, "objective": round(objective(m), 4),
                        **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()}}
