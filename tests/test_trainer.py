@@ -22,8 +22,43 @@ def test_synthetic_samples_are_deterministic_and_labelled():
     samples = [synth.make_sample(background, rng, None, 128) for _ in range(12)]
     for image, mask in samples:
         assert image.shape == (128, 128, 3) and image.dtype == np.uint8
-        assert mask.shape == (128, 128) and set(np.unique(mask)) <= {0, 255}
-    assert sum((m > 0).any() for _, m in samples) >= 6          # most tiles carry dust
+        assert mask.shape == (128, 128) and set(np.unique(mask)) <= {0, 128, 255}
+    assert sum((m == 255).any() for _, m in samples) >= 6        # most tiles carry dust
+    assert any((m == 128).any() for _, m in samples)              # and some dust too faint to see
+
+
+def test_shadow_dust_takes_the_tone_of_the_scene_under_it():
+    """Scene-following dust on a dim green scene: a flat patch a little darker than the
+    foliage and of its hue, not a black hole (realdust-dev's forest dust)."""
+    rng = np.random.default_rng(0)
+    scene = np.clip(rng.normal((20, 43, 26), 12, (64, 64, 3)), 0, 255).astype(np.float32)
+    canvas = synth._Canvas(scene.copy())
+    alpha = np.zeros((64, 64), np.float32)
+    alpha[16:48, 16:48] = 1
+    canvas.dust(alpha, 0, 0, tone=(0, 0, 0), opacity=1.0, shade=0.75)
+    inside = canvas.img[20:44, 20:44]
+    assert inside.std(axis=(0, 1)).max() < 1e-3                   # flat: the texture is gone
+    np.testing.assert_allclose(inside.mean(axis=(0, 1)), scene[16:48, 16:48].mean(axis=(0, 1)) * 0.75,
+                               rtol=0.02)
+    assert canvas.cover[20:44, 20:44].all()                       # 25% darker + flat: visible
+
+
+def test_training_loss_and_validation_ignore_dont_care_pixels():
+    import torch
+    from trainer import train, validate
+    mask = np.zeros((1, 32, 32), np.uint8)
+    mask[0, 4:8, 4:8] = 255
+    mask[0, 20:28, 20:28] = 128
+    y, care = train.targets(mask)
+    logits = torch.full((1, 1, 32, 32), -4.0)
+    logits[..., 4:8, 4:8] = 4.0
+    loud = logits.clone()
+    loud[..., 20:28, 20:28] = 6.0                                 # "dust" where the truth doesn't care
+    assert torch.isclose(train.loss_fn(logits, y, care), train.loss_fn(loud, y, care))
+    assert train.loss_fn(loud, y, torch.ones_like(care)) > train.loss_fn(logits, y, torch.ones_like(care))
+    prob = torch.sigmoid(loud)[:, 0].numpy()
+    best = validate.score(prob, mask, thresholds=(0.5,))["best"]
+    assert best["precision"] == 1.0 and best["object_precision"] == 1.0 and best["object_recall"] == 1.0
 
 
 def test_evaluation_photos_are_never_training_backgrounds(tmp_path):

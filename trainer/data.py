@@ -88,9 +88,11 @@ def load_pool(folder):
 
 def describe_pool(masks, limit=2000):
     """Share of dust pixels and of empty tiles, for the run's config."""
-    m = np.asarray(masks[:limit]) > 127
-    return {"dust_pixel_fraction": float(m.mean()),
-            "empty_tile_fraction": float((~m.any(axis=(1, 2))).mean())}
+    m = np.asarray(masks[:limit])
+    dust = m == synth.DUST
+    return {"dust_pixel_fraction": float(dust.mean()),
+            "dont_care_pixel_fraction": float((m == synth.DONT_CARE).mean()),
+            "empty_tile_fraction": float((~dust.any(axis=(1, 2))).mean())}
 
 
 def load_prepared(folders, split: str, tile: int):

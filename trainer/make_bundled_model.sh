@@ -7,13 +7,17 @@
 # The evaluation photos (Path, Autumn, ColorfulCups, MilkyWay wallpapers) are excluded
 # by trainer.synth.load_backgrounds even though their folder is passed.
 #
-# 0.2.0 is three stages, each a warm start from the one before (weights in trainer/weights/):
+# The bundled model is a chain of stages, each a warm start from the one before (weights in
+# trainer/weights/); a stage's generator is the trainer/synth.py of the commit named:
 #   STAGE=v1: 95 min from scratch                                  -> dustspot-unet-0.1.0.pt
 #   STAGE=v2: from v1, 110-min schedule stopped at 45.2 min (step 920), pool seed 1, dim scenes,
 #             more faint dust and stars, hard-negative loss; the generator of commit 2c0d616
 #             (before flat dust: `git checkout 2c0d616 -- trainer/synth.py` to redo it) -> dustspot-unet-0.2.0-stage2.pt
-#   STAGE=v3 (default): from v2, 58 min, pool seed 2, generator with flat (opaque) dust; then the
-#             post-processing is chosen on held-out frames (validation photos only) and INT8 is tried.
+#   STAGE=v3: from v2, 58 min, pool seed 2, generator with flat (opaque) dust (commit 883918a)
+#             -> 0.2.0 (dustspot-unet-0.2.0.pt)
+#   STAGE=v4 (default): from v3, MINUTES min, pool seed 3, generator with scene-following
+#             ("shadow") dust and don't-care labels for dust too faint to see -> 0.3.0
+# v3 and v4 then choose the post-processing on held-out frames (validation photos only) and try INT8.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,8 +25,8 @@ WALLPAPERS=${WALLPAPERS:-/work/photos/x/usr/share/wallpapers}
 MATE=${MATE:-/work/photos/x/usr/share/backgrounds}
 SKIMAGE=${SKIMAGE:-$(python -c 'import os, skimage.data; print(os.path.dirname(skimage.data.__file__))')}
 SPRITES=${SPRITES:-../shared/data/film-damage-sprites}
-STAGE=${STAGE:-v2}
-FRAMES=${FRAMES:-runs/heldout-frames}
+STAGE=${STAGE:-v4}
+FRAMES=${FRAMES:-runs/heldout-frames-$STAGE}   # built by the generator of the stage
 export PYTHONPATH=${PYTHONPATH:-$PWD}
 
 if command -v dustspot >/dev/null 2>&1; then DUSTSPOT=(dustspot); else DUSTSPOT=(python -m shared.cli); fi
@@ -34,10 +38,14 @@ elif [ "$STAGE" = v2 ]; then
     RUN=${RUN:-runs/bundled-v2}; MINUTES=${MINUTES:-110}
     TRAIN=(--pool 14000 --seed 1 --lr 1e-3 --eval-minutes 20 --stop-minutes 45.2
            --init trainer/weights/dustspot-unet-0.1.0.pt)
-else
+elif [ "$STAGE" = v3 ]; then
     RUN=${RUN:-runs/bundled-v3}; MINUTES=${MINUTES:-58}; VERSION=${VERSION:-0.2.0}
     INIT=${INIT:-trainer/weights/dustspot-unet-0.2.0-stage2.pt}
     TRAIN=(--pool 10000 --seed 2 --lr 7e-4 --eval-minutes 20 --init "$INIT")
+else
+    RUN=${RUN:-runs/bundled-v4}; MINUTES=${MINUTES:-100}; VERSION=${VERSION:-0.3.0}
+    INIT=${INIT:-trainer/weights/dustspot-unet-0.2.0.pt}
+    TRAIN=(--pool 10000 --seed 3 --lr 7e-4 --eval-minutes 25 --init "$INIT")
 fi
 
 # --resume continues an interrupted run from RUN/checkpoint.pt (the pools are reused)

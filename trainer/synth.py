@@ -32,7 +32,8 @@ REFERENCE_LONG = 5000               # the scan width the real dust statistics re
 SCENE_ZOOM = (0.6, 1.6)             # extra scale jitter of the scene content
 FRAME_ASPECT = 1.5                  # 35 mm frame: 3:2
 MASK_COVERAGE = 0.25                # area fraction that makes a working pixel "dust"
-VISIBLE_MIN = 8.0                   # mean |delta luminance| below which dust is unlabelled
+DUST, DONT_CARE = 255, 128          # truth values (realdust-dev's convention; 0 is clean)
+VISIBLE_MIN = 8.0                   # mean |delta luminance| below which dust is don't care
 
 # --- counts (per full frame; scaled by the tile's share of the frame) ----------------
 SPECKS_PER_FRAME = (200, 2200)      # log-uniform; real film: 250-1,300 specks
@@ -58,6 +59,12 @@ FLAT_DUST_PROB = 0.7
 DARK_SCENE_PROB = 0.3               # tiles darkened with a gamma curve before dusting
 DARK_SCENE_GAMMA = (1.4, 2.8)
 FAINT_PROB = 0.35                   # share of low-opacity dust (faint dust: the 0.1.0 model's main miss)
+# Share of dark dust whose tone follows the scene under it (local mean colour x SHADE_FACTOR)
+# instead of near-black: on realdust-dev's dim forest the dust is a flat patch only 8-15 levels
+# darker than the foliage around it (BGR (20,34,24) inside vs (20,43,26) outside); near-black
+# tones never produce that, and 0.2.0 found none of it.
+SHADOW_DUST_PROB = 0.3
+SHADE_FACTOR = (0.45, 0.9)
 GRAIN_SIGMA = (1.0, 7.0)            # film grain std, of 255
 BLUR_PROB = 0.25
 JPEG_PROB = 0.3
@@ -295,11 +302,12 @@ class _Canvas:
             return None
         return (slice(y0, y1), slice(x0, x1)), alpha[y0 - y:y1 - y, x0 - x:x1 - x]
 
-    def dust(self, alpha, y, x, tone, opacity, label=True, polarity=0):
+    def dust(self, alpha, y, x, tone, opacity, label=True, polarity=0, shade=None):
         """Lerp towards `tone` (BGR) by alpha*opacity; label it when the change is visible.
 
         polarity -1: dust only darkens (it blocks light: black dust on a black sky is
-        invisible, not grey); +1: only brightens; 0: plain lerp (scene content)."""
+        invisible, not grey); +1: only brightens; 0: plain lerp (scene content).
+        shade: when given, the tone is the mean colour under the dust times `shade`."""
         placed = self.place(alpha, y, x)
         if placed is None:
             return
@@ -307,6 +315,9 @@ class _Canvas:
         roi = self.img[sl]
         before = _luma(roi)
         aa = (a * opacity)[..., None]
+        if shade is not None:
+            weight = a[..., None] + 1e-6
+            tone = (roi * weight).sum(axis=(0, 1)) / weight.sum(axis=(0, 1)) * shade
         target = np.asarray(tone, np.float32)
         if polarity < 0:
             target = np.minimum(target, roi)
@@ -338,6 +349,21 @@ def _polarity(rng, dark):
     return -1 if dark else 1
 
 
+def _shade(rng, dark):
+    """None (a fixed tone) or the factor of a scene-following dark tone (SHADOW_DUST_PROB)."""
+    if dark and rng.random() < SHADOW_DUST_PROB:
+        return rng.uniform(*SHADE_FACTOR)
+    return None
+
+
+def _put(rng, cv, alpha, dark):
+    """Composite one labelled artefact of polarity family `dark` at a random place."""
+    shade = _shade(rng, dark)
+    polarity = 0 if shade is not None else _polarity(rng, dark)
+    cv.dust(alpha, *_random_pos(rng, cv, alpha), _dust_tone(rng, dark), _opacity(rng),
+            polarity=polarity, shade=shade)
+
+
 def _opacity(rng):
     if rng.random() < FAINT_PROB:
         return rng.uniform(0.1, 0.55)
@@ -364,27 +390,22 @@ def _add_dust(rng, cv, sprites, scale, frac, dark):
     # (scratches through the base, bright lint) keep the model from relying on it entirely
     for _ in range(specks):
         e = np.clip(rng.lognormal(np.log(SPECK_MEDIAN), SPECK_SIGMA), *SPECK_RANGE) * scale
-        a = shape_speck(rng, max(1.0, e))
-        cv.dust(a, *_random_pos(rng, cv, a), _dust_tone(rng, dark), _opacity(rng), polarity=_polarity(rng, dark))
+        _put(rng, cv, shape_speck(rng, max(1.0, e)), dark)
     for _ in range(clusters):
         e = np.clip(rng.lognormal(np.log(SPECK_MEDIAN * 0.6), 0.5), 2, 40) * scale
-        a = shape_cluster(rng, max(1.5, e))
-        cv.dust(a, *_random_pos(rng, cv, a), _dust_tone(rng, dark), _opacity(rng), polarity=_polarity(rng, dark))
+        _put(rng, cv, shape_cluster(rng, max(1.5, e)), dark)
     for _ in range(hairs):
         if rng.random() < 0.55:      # short fibre
             length, width, curl = rng.uniform(15, 150), rng.uniform(0.8, 3.0), 0.25
         else:                        # hair, up to very long
             length, width, curl = _log_uniform(rng, 80, 1500), rng.uniform(1.0, 5.0), 0.3
-        a = shape_line(rng, length * scale, max(0.4, width * scale), curl)
-        cv.dust(a, *_random_pos(rng, cv, a), _dust_tone(rng, dark), _opacity(rng), polarity=_polarity(rng, dark))
+        _put(rng, cv, shape_line(rng, length * scale, max(0.4, width * scale), curl), dark)
     for _ in range(scratches):
         length = max(cv.h, cv.w) * rng.uniform(0.5, 1.5)
         a = shape_line(rng, length, max(0.5, rng.uniform(0.6, 3.0) * scale), 0.03, taper=False)
-        polarity = dark if rng.random() < 0.7 else not dark
-        cv.dust(a, *_random_pos(rng, cv, a), _dust_tone(rng, polarity), _opacity(rng), polarity=_polarity(rng, polarity))
+        _put(rng, cv, a, dark if rng.random() < 0.7 else not dark)
     for _ in range(n_sprites):
-        a = shape_sprite(rng, sprites, scale)
-        cv.dust(a, *_random_pos(rng, cv, a), _dust_tone(rng, dark), _opacity(rng), polarity=_polarity(rng, dark))
+        _put(rng, cv, shape_sprite(rng, sprites, scale), dark)
 
 
 def _gauss_spot(sigma_y, sigma_x, angle):
@@ -482,7 +503,8 @@ def _crop(rng, bg, out_size, native_long):
 
 
 def make_sample(background_bgr_uint8, rng: np.random.Generator, sprites=None, out_size: int = 256):
-    """One synthetic training tile: (image BGR uint8 [S,S,3], mask uint8 [S,S] 0/255)."""
+    """One synthetic training tile: (image BGR uint8 [S,S,3], mask uint8 [S,S]: 255 dust,
+    128 dust too faint to see (don't care), 0 clean)."""
     native_long = rng.uniform(*NATIVE_LONG)
     scale = native_long / REFERENCE_LONG * rng.uniform(*SIZE_JITTER)
     img = _crop(rng, background_bgr_uint8, out_size, native_long)
@@ -504,7 +526,11 @@ def make_sample(background_bgr_uint8, rng: np.random.Generator, sprites=None, ou
     size = (out_size, out_size)
     image = cv2.resize(np.clip(cv.img, 0, 255), size, interpolation=cv2.INTER_AREA)
     cover = cv2.resize(cv.cover, size, interpolation=cv2.INTER_AREA)
-    mask = np.where(cover >= MASK_COVERAGE, 255, 0).astype(np.uint8)
+    faint = cv2.resize(cv.faint, size, interpolation=cv2.INTER_AREA)
+    # dust too faint to see is "don't care" (as in realdust-dev's truth), not background:
+    # labelled 0 it taught the model to ignore subtle flat patches
+    mask = np.where(faint >= MASK_COVERAGE, DONT_CARE, 0).astype(np.uint8)
+    mask[cover >= MASK_COVERAGE] = DUST
     if rng.random() < BLUR_PROB:
         image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.3, 0.8))
     image = np.clip(image + 0.5, 0, 255).astype(np.uint8)
@@ -531,6 +557,6 @@ def dust_scan(photo_bgr_uint8, rng: np.random.Generator, sprites=None, dark: boo
     if dust:
         _add_dust(rng, cv, sprites, scale, 1.0, dark)
     _grain(rng, cv.img, scale)
-    truth = np.where(cv.faint >= 0.5, 128, 0).astype(np.uint8)
-    truth[cv.cover >= 0.5] = 255
+    truth = np.where(cv.faint >= 0.5, DONT_CARE, 0).astype(np.uint8)
+    truth[cv.cover >= 0.5] = DUST
     return np.clip(cv.img + 0.5, 0, 255).astype(np.uint8), truth

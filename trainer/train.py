@@ -27,19 +27,19 @@ LOG_STEPS = 25
 REAL_FRACTION = 0.5          # share of each batch drawn from labelled tiles, when there are any
 
 
-def dice_loss(logits, target, eps=1.0):
-    p = torch.sigmoid(logits)
+def dice_loss(logits, target, care, eps=1.0):
+    p = torch.sigmoid(logits) * care
     inter = (p * target).sum()
     return 1 - (2 * inter + eps) / (p.sum() + target.sum() + eps)
 
 
-def hard_negative_bce(logits, target, fraction=HARD_NEGATIVE_FRACTION):
+def hard_negative_bce(logits, target, care, fraction=HARD_NEGATIVE_FRACTION):
     """Mean BCE of the hardest `fraction` of background pixels (online hard-example mining,
     Shrivastava et al. 2016): stars, glints and texture are a tiny share of all background
     pixels, so plain BCE averages them away."""
     neg = F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="none")
-    # pixels within 3 px of dust are soft edges, not hard negatives
-    near_dust = F.max_pool2d(target, 7, stride=1, padding=3)
+    # pixels within 3 px of dust are soft edges, not hard negatives; don't-care pixels are neither
+    near_dust = F.max_pool2d(torch.maximum(target, 1 - care), 7, stride=1, padding=3)
     neg = neg[near_dust < 0.5]
     if neg.numel() == 0:
         return logits.sum() * 0
@@ -47,11 +47,22 @@ def hard_negative_bce(logits, target, fraction=HARD_NEGATIVE_FRACTION):
     return torch.topk(neg, k, sorted=False).values.mean()
 
 
-def loss_fn(logits, target, bce_weight=BCE_WEIGHT, pos_weight=POS_WEIGHT):
+def loss_fn(logits, target, care=None, bce_weight=BCE_WEIGHT, pos_weight=POS_WEIGHT):
+    """BCE + Dice + hard negatives over the pixels that count (care = 0 on dust too faint to see)."""
     logits = logits.float()
+    if care is None:
+        care = torch.ones_like(target)
     bce = F.binary_cross_entropy_with_logits(
-        logits, target, pos_weight=torch.tensor(pos_weight, device=logits.device))
-    return bce_weight * bce + dice_loss(logits, target) + HARD_NEGATIVE_WEIGHT * hard_negative_bce(logits, target)
+        logits, target, weight=care, pos_weight=torch.tensor(pos_weight, device=logits.device),
+        reduction="sum") / care.sum().clamp(min=1)
+    return (bce_weight * bce + dice_loss(logits, target, care)
+            + HARD_NEGATIVE_WEIGHT * hard_negative_bce(logits, target, care))
+
+
+def targets(masks):
+    """(dust, care) float tensors [N,1,H,W] from truth masks (255 dust, 128 don't care, 0 clean)."""
+    masks = torch.from_numpy(np.ascontiguousarray(masks))[:, None]
+    return (masks > 200).float(), (masks != synth.DONT_CARE).float()
 
 
 def lr_at(progress, step, base_lr, warmup=WARMUP_STEPS):
@@ -62,14 +73,15 @@ def lr_at(progress, step, base_lr, warmup=WARMUP_STEPS):
     return base_lr * (MIN_LR_FRACTION + (1 - MIN_LR_FRACTION) * cos)
 
 
-def augment(x, y, rng):
-    """Free augmentation of a batch: rotations and flips (dust has no orientation)."""
+def augment(rng, *tensors):
+    """Free augmentation of a batch (image, targets...): the same rotation and flip for each
+    (dust has no orientation)."""
     k = int(rng.integers(4))
     if k:
-        x, y = torch.rot90(x, k, (2, 3)), torch.rot90(y, k, (2, 3))
+        tensors = [torch.rot90(t, k, (2, 3)) for t in tensors]
     if rng.random() < 0.5:
-        x, y = x.flip(3), y.flip(3)
-    return x, y
+        tensors = [t.flip(3) for t in tensors]
+    return tensors
 
 
 def pick_device(name="auto"):
@@ -239,12 +251,12 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
             batch_images = np.concatenate([batch_images, real[0][pick]])
             batch_masks = np.concatenate([batch_masks, real[1][pick]])
         x = torch.from_numpy(np.ascontiguousarray(batch_images)).permute(0, 3, 1, 2).float() / 255.0
-        y = torch.from_numpy((batch_masks > 127).astype(np.float32))[:, None]
-        x, y = augment(x, y, rng)
-        x, y = x.to(device), y.to(device)
+        y, care = targets(batch_masks)
+        x, y, care = augment(rng, x, y, care)
+        x, y, care = x.to(device), y.to(device), care.to(device)
         with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=cfg["amp"]):
             logits = net(x)
-        loss = loss_fn(logits, y)
+        loss = loss_fn(logits, y, care)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)

@@ -3,6 +3,8 @@ import cv2
 import numpy as np
 import torch
 
+from .synth import DONT_CARE
+
 THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.1, 0.91, 0.05))
 BATCH = 32
 
@@ -27,32 +29,42 @@ def _objects(binary):
     return n - 1, labels
 
 
-def object_scores(prob, gt, threshold):
+def _truth(mask):
+    """(dust, care) booleans of a truth mask: 255 dust, 128 don't care, 0 clean."""
+    mask = np.asarray(mask)
+    return mask > 200, mask != DONT_CARE
+
+
+def object_scores(prob, masks, threshold):
     """Object recall (a GT object is found when any of its pixels is predicted) and precision
-    (a predicted object is right when it touches any GT pixel), pooled over tiles."""
+    (a predicted object is right when it touches any GT pixel; one that touches only
+    don't-care pixels is not counted), pooled over tiles."""
     found = total = right = predicted = 0
-    for p, g in zip(prob, gt):
+    for p, m in zip(prob, masks):
         pb = p >= threshold
-        gb = g > 127
+        gb, care = _truth(m)
         ng, gl = _objects(gb)
         npd, pl = _objects(pb)
         total += ng
-        predicted += npd
         if ng:
             found += len(np.unique(gl[pb & (gl > 0)]))
         if npd:
-            right += len(np.unique(pl[gb & (pl > 0)]))
+            good = np.unique(pl[gb & (pl > 0)])
+            excused = np.setdiff1d(np.unique(pl[~care & (pl > 0)]), good)
+            right += len(good)
+            predicted += npd - len(excused)
     return (found / total if total else 1.0), (right / predicted if predicted else 1.0)
 
 
 def score(prob, masks, thresholds=THRESHOLDS):
-    """Pixel precision/recall/Dice per threshold; the best-Dice threshold with object scores."""
-    gt = np.asarray(masks) > 127
+    """Pixel precision/recall/Dice per threshold (don't-care pixels are never false positives);
+    the best-Dice threshold with object scores."""
+    gt, care = _truth(masks)
     rows = []
     for t in thresholds:
         pred = prob >= t
         tp = float(np.logical_and(pred, gt).sum())
-        fp = float(pred.sum()) - tp
+        fp = float(np.logical_and(pred, care).sum()) - tp
         fn = float(gt.sum()) - tp
         rows.append({"threshold": float(t),
                      "precision": tp / (tp + fp) if tp + fp else 1.0,
