@@ -52,13 +52,20 @@ def _fill_chunk(args):
     return min(count, start + SAMPLES_PER_BACKGROUND) - start
 
 
+def _file_sha1(path):
+    with open(path, "rb") as f:
+        return hashlib.sha1(f.read()).hexdigest()
+
+
 def build_pool(folder, backgrounds, count, size, seed, sprite_dir=None, workers=2, progress=None):
     """Generate `count` tiles into folder/{images,masks}.npy (reused when already complete)."""
     os.makedirs(folder, exist_ok=True)
     meta_path = os.path.join(folder, "pool.json")
     meta = {"count": count, "size": size, "seed": seed, "sprites": sprite_dir,
             "backgrounds": len(backgrounds),
-            "backgrounds_sha1": hashlib.sha1("\n".join(backgrounds).encode()).hexdigest()}
+            "backgrounds_sha1": hashlib.sha1("\n".join(backgrounds).encode()).hexdigest(),
+            # a pool made by another version of the generator is not reused
+            "generator_sha1": _file_sha1(synth.__file__)}
     if os.path.exists(meta_path):
         with open(meta_path) as f:
             if json.load(f) == meta:
