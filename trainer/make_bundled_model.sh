@@ -15,7 +15,7 @@
 #             (before flat dust: `git checkout 2c0d616 -- trainer/synth.py` to redo it) -> dustspot-unet-0.2.0-stage2.pt
 #   STAGE=v3: from v2, 58 min, pool seed 2, generator with flat (opaque) dust (commit 883918a)
 #             -> 0.2.0 (dustspot-unet-0.2.0.pt)
-#   STAGE=v4 (default): from v3, MINUTES min, pool seed 3, generator with scene-following
+#   STAGE=v4 (default): from v3, MINUTES min, pool seed 3, generator with thick hairs and wide scratches, scene-following
 #             ("shadow") dust and don't-care labels for dust too faint to see -> 0.3.0
 # v3 and v4 then choose the post-processing on held-out frames (validation photos only) and try INT8.
 set -euo pipefail
@@ -43,7 +43,7 @@ elif [ "$STAGE" = v3 ]; then
     INIT=${INIT:-trainer/weights/dustspot-unet-0.2.0-stage2.pt}
     TRAIN=(--pool 10000 --seed 2 --lr 7e-4 --eval-minutes 20 --init "$INIT")
 else
-    RUN=${RUN:-runs/bundled-v4}; MINUTES=${MINUTES:-100}; VERSION=${VERSION:-0.3.0}
+    RUN=${RUN:-runs/bundled-v4}; MINUTES=${MINUTES:-90}; VERSION=${VERSION:-0.3.0}
     INIT=${INIT:-trainer/weights/dustspot-unet-0.2.0.pt}
     TRAIN=(--pool 10000 --seed 3 --lr 7e-4 --eval-minutes 25 --init "$INIT")
 fi
