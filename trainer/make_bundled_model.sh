@@ -43,7 +43,7 @@ elif [ "$STAGE" = v3 ]; then
     INIT=${INIT:-trainer/weights/dustspot-unet-0.2.0-stage2.pt}
     TRAIN=(--pool 10000 --seed 2 --lr 7e-4 --eval-minutes 20 --init "$INIT")
 else
-    RUN=${RUN:-runs/bundled-v4}; MINUTES=${MINUTES:-90}; VERSION=${VERSION:-0.3.0}
+    RUN=${RUN:-runs/bundled-v4}; MINUTES=${MINUTES:-120}; VERSION=${VERSION:-0.3.0}
     INIT=${INIT:-trainer/weights/dustspot-unet-0.2.0.pt}
     TRAIN=(--pool 10000 --seed 3 --lr 7e-4 --eval-minutes 25 --init "$INIT")
 fi
