@@ -15,9 +15,12 @@
 #             (before flat dust: `git checkout 2c0d616 -- trainer/synth.py` to redo it) -> dustspot-unet-0.2.0-stage2.pt
 #   STAGE=v3: from v2, 58 min, pool seed 2, generator with flat (opaque) dust (commit 883918a)
 #             -> 0.2.0 (dustspot-unet-0.2.0.pt)
-#   STAGE=v4 (default): from v3, MINUTES min, pool seed 3, generator with thick hairs and wide scratches, scene-following
-#             ("shadow") dust and don't-care labels for dust too faint to see -> 0.3.0
-# v3 and v4 then choose the post-processing on held-out frames (validation photos only) and try INT8.
+#   STAGE=v4: from v3, 120-min schedule stopped at 55.24 min (step 1436), pool seed 3, generator
+#             of commit bfaeb20: thick hairs and wide scratches, scene-following ("shadow") dust,
+#             don't-care labels for dust too faint to see -> dustspot-unet-0.3.0-stage4.pt
+#   STAGE=v5 (default): from v4, MINUTES min, pool seed 4, generator that also puts a third of the
+#             dust where the scene is busiest (dark specks in bright gaps of a canopy) -> 0.3.0
+# v3 and v5 then choose the post-processing on held-out frames (validation photos only) and try INT8.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,7 +28,7 @@ WALLPAPERS=${WALLPAPERS:-/work/photos/x/usr/share/wallpapers}
 MATE=${MATE:-/work/photos/x/usr/share/backgrounds}
 SKIMAGE=${SKIMAGE:-$(python -c 'import os, skimage.data; print(os.path.dirname(skimage.data.__file__))')}
 SPRITES=${SPRITES:-../shared/data/film-damage-sprites}
-STAGE=${STAGE:-v4}
+STAGE=${STAGE:-v5}
 FRAMES=${FRAMES:-runs/heldout-frames-$STAGE}   # built by the generator of the stage
 export PYTHONPATH=${PYTHONPATH:-$PWD}
 
@@ -42,10 +45,14 @@ elif [ "$STAGE" = v3 ]; then
     RUN=${RUN:-runs/bundled-v3}; MINUTES=${MINUTES:-58}; VERSION=${VERSION:-0.2.0}
     INIT=${INIT:-trainer/weights/dustspot-unet-0.2.0-stage2.pt}
     TRAIN=(--pool 10000 --seed 2 --lr 7e-4 --eval-minutes 20 --init "$INIT")
+elif [ "$STAGE" = v4 ]; then
+    RUN=${RUN:-runs/bundled-v4}; MINUTES=${MINUTES:-120}
+    TRAIN=(--pool 10000 --seed 3 --lr 7e-4 --eval-minutes 25 --stop-minutes 55.24
+           --init trainer/weights/dustspot-unet-0.2.0.pt)
 else
-    RUN=${RUN:-runs/bundled-v4}; MINUTES=${MINUTES:-120}; VERSION=${VERSION:-0.3.0}
-    INIT=${INIT:-trainer/weights/dustspot-unet-0.2.0.pt}
-    TRAIN=(--pool 10000 --seed 3 --lr 7e-4 --eval-minutes 25 --init "$INIT")
+    RUN=${RUN:-runs/bundled-v5}; MINUTES=${MINUTES:-60}; VERSION=${VERSION:-0.3.0}
+    INIT=${INIT:-trainer/weights/dustspot-unet-0.3.0-stage4.pt}
+    TRAIN=(--pool 10000 --seed 4 --lr 5e-4 --eval-minutes 20 --init "$INIT")
 fi
 
 # --resume continues an interrupted run from RUN/checkpoint.pt (the pools are reused)
@@ -60,7 +67,7 @@ if [ "$STAGE" = v1 ]; then
     "${DUSTSPOT[@]}" export "$RUN" --registry models --name dustspot-unet --version "$VERSION"
     exit 0
 fi
-[ "$STAGE" = v2 ] && exit 0             # its model.pt is the next stage's --init
+[ "$STAGE" = v2 ] || [ "$STAGE" = v4 ] && exit 0     # its weights are the next stage's --init
 
 # 12 dusty + 3 clean frames at realdust-dev's size, from validation photos only
 [ -d "$FRAMES" ] || "${DUSTSPOT[@]}" synth "$WALLPAPERS" "$MATE" "$SKIMAGE" --scans --count 12 --clean 3 \

@@ -72,6 +72,14 @@ FAINT_PROB = 0.35                   # share of low-opacity dust (faint dust: the
 # tones never produce that, and 0.2.0 found none of it.
 SHADOW_DUST_PROB = 0.3
 SHADE_FACTOR = (0.45, 0.9)
+# Share of dust placed where it is hardest to tell from the scene: the busiest of BUSY_CANDIDATES
+# random spots (local luma std x how much the dust would stand out there). Uniform placement
+# rarely puts a dark speck in a bright gap of a canopy, and 0.2.0 learned to call every dark spot
+# among branches scene content (black 5 px dots on bright sky between branches: p < 0.1, on a
+# flat grey: 0.99; realdust-dev's forest).
+BUSY_PLACE_PROB = 0.35
+BUSY_CANDIDATES = 8
+BUSY_WINDOW = 15                    # px at the 5000 px reference
 GRAIN_SIGMA = (1.0, 7.0)            # film grain std, of 255
 BLUR_PROB = 0.25
 JPEG_PROB = 0.3
@@ -299,6 +307,17 @@ class _Canvas:
         self.h, self.w = img.shape[:2]
         self.cover = np.zeros((self.h, self.w), np.float32)
         self.faint = np.zeros((self.h, self.w), np.float32)   # dust too faint to see: don't care
+        self._busy = None
+
+    def busy(self, scale):
+        """Local luma std and luma of the scene (computed once, before dust lands on it)."""
+        if self._busy is None:
+            luma = _luma(self.img)
+            k = max(3, int(BUSY_WINDOW * scale) | 1)
+            mean = cv2.blur(luma, (k, k))
+            std = np.sqrt(np.maximum(cv2.blur(luma * luma, (k, k)) - mean * mean, 0))
+            self._busy = std, luma
+        return self._busy
 
     def place(self, alpha, y, x):
         """Clip a patch placed with top-left (y, x) to the canvas; return slices or None."""
@@ -363,12 +382,27 @@ def _shade(rng, dark):
     return None
 
 
-def _put(rng, cv, alpha, dark):
+def _put(rng, cv, alpha, dark, scale):
     """Composite one labelled artefact of polarity family `dark` at a random place."""
     shade = _shade(rng, dark)
     polarity = 0 if shade is not None else _polarity(rng, dark)
-    cv.dust(alpha, *_random_pos(rng, cv, alpha), _dust_tone(rng, dark), _opacity(rng),
-            polarity=polarity, shade=shade)
+    pos = _busy_pos(rng, cv, alpha, dark, scale) if rng.random() < BUSY_PLACE_PROB else _random_pos(rng, cv, alpha)
+    cv.dust(alpha, *pos, _dust_tone(rng, dark), _opacity(rng), polarity=polarity, shade=shade)
+
+
+def _busy_pos(rng, cv, patch, dark, scale):
+    """The busiest of BUSY_CANDIDATES random positions: textured, and bright under dark dust
+    (dark under bright dust), i.e. where the dust contrasts with the pixel yet hides in texture."""
+    std, luma = cv.busy(scale)
+    ph, pw = patch.shape
+    best, best_score = None, -1.0
+    for _ in range(BUSY_CANDIDATES):
+        y, x = _random_pos(rng, cv, patch)
+        yc, xc = min(max(y + ph // 2, 0), cv.h - 1), min(max(x + pw // 2, 0), cv.w - 1)
+        score = std[yc, xc] * (luma[yc, xc] if dark else 255.0 - luma[yc, xc])
+        if score > best_score:
+            best, best_score = (y, x), score
+    return best
 
 
 def _opacity(rng):
@@ -397,22 +431,22 @@ def _add_dust(rng, cv, sprites, scale, frac, dark):
     # (scratches through the base, bright lint) keep the model from relying on it entirely
     for _ in range(specks):
         e = np.clip(rng.lognormal(np.log(SPECK_MEDIAN), SPECK_SIGMA), *SPECK_RANGE) * scale
-        _put(rng, cv, shape_speck(rng, max(1.0, e)), dark)
+        _put(rng, cv, shape_speck(rng, max(1.0, e)), dark, scale)
     for _ in range(clusters):
         e = np.clip(rng.lognormal(np.log(SPECK_MEDIAN * 0.6), 0.5), 2, 40) * scale
-        _put(rng, cv, shape_cluster(rng, max(1.5, e)), dark)
+        _put(rng, cv, shape_cluster(rng, max(1.5, e)), dark, scale)
     for _ in range(hairs):
         if rng.random() < 0.55:      # short fibre
             length, width, curl = rng.uniform(15, 150), rng.uniform(*FIBRE_WIDTH), 0.25
         else:                        # hair, up to very long
             length, width, curl = _log_uniform(rng, 80, 1500), _log_uniform(rng, *HAIR_WIDTH), 0.3
-        _put(rng, cv, shape_line(rng, length * scale, max(0.4, width * scale), curl), dark)
+        _put(rng, cv, shape_line(rng, length * scale, max(0.4, width * scale), curl), dark, scale)
     for _ in range(scratches):
         length = max(cv.h, cv.w) * rng.uniform(0.5, 1.5)
         a = shape_line(rng, length, max(0.5, _log_uniform(rng, *SCRATCH_WIDTH) * scale), 0.03, taper=False)
-        _put(rng, cv, a, dark if rng.random() < 0.7 else not dark)
+        _put(rng, cv, a, dark if rng.random() < 0.7 else not dark, scale)
     for _ in range(n_sprites):
-        _put(rng, cv, shape_sprite(rng, sprites, scale), dark)
+        _put(rng, cv, shape_sprite(rng, sprites, scale), dark, scale)
 
 
 def _gauss_spot(sigma_y, sigma_x, angle):
@@ -455,7 +489,7 @@ def _add_hard_negatives(rng, cv, scale, dark):
             y, x = _random_pos(rng, cv, a)
             yc, xc = np.clip([y + a.shape[0] // 2, x + a.shape[1] // 2], 0, [cv.h - 1, cv.w - 1])
             base = cv.img[yc, xc]
-            tone = np.clip(base * rng.uniform(0.5, 1.5) + rng.normal(0, 25, 3), 0, 255)
+            tone = np.clip(base * rng.uniform(0.7, 1.5) + rng.normal(0, 15, 3), 0, 255)
             cv.dust(a, y, x, tone, rng.uniform(0.3, 0.8), label=False)
     if rng.random() < TEXTURE_PROB:
         # fine texture (gravel, foliage, fabric): band-passed noise modulating a region
