@@ -45,6 +45,7 @@ def test_shadow_dust_takes_the_tone_of_the_scene_under_it():
 
 def test_training_loss_and_validation_ignore_dont_care_pixels():
     import torch
+
     from trainer import train, validate
     mask = np.zeros((1, 32, 32), np.uint8)
     mask[0, 4:8, 4:8] = 255
