@@ -61,8 +61,9 @@ def loss_fn(logits, target, care=None, bce_weight=BCE_WEIGHT, pos_weight=POS_WEI
 
 def targets(masks):
     """(dust, care) float tensors [N,1,H,W] from truth masks (255 dust, 128 don't care, 0 clean)."""
-    masks = torch.from_numpy(np.ascontiguousarray(masks))[:, None]
-    return (masks > 200).float(), (masks != synth.DONT_CARE).float()
+    dust, care = validate.truth(masks)
+    return (torch.from_numpy(dust[:, None].astype(np.float32)),
+            torch.from_numpy(care[:, None].astype(np.float32)))
 
 
 def lr_at(progress, step, base_lr, warmup=WARMUP_STEPS):

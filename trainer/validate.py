@@ -29,7 +29,7 @@ def _objects(binary):
     return n - 1, labels
 
 
-def _truth(mask):
+def truth(mask):
     """(dust, care) booleans of a truth mask: 255 dust, 128 don't care, 0 clean."""
     mask = np.asarray(mask)
     return mask > 200, mask != DONT_CARE
@@ -42,7 +42,7 @@ def object_scores(prob, masks, threshold):
     found = total = right = predicted = 0
     for p, m in zip(prob, masks):
         pb = p >= threshold
-        gb, care = _truth(m)
+        gb, care = truth(m)
         ng, gl = _objects(gb)
         npd, pl = _objects(pb)
         total += ng
@@ -59,7 +59,7 @@ def object_scores(prob, masks, threshold):
 def score(prob, masks, thresholds=THRESHOLDS):
     """Pixel precision/recall/Dice per threshold (don't-care pixels are never false positives);
     the best-Dice threshold with object scores."""
-    gt, care = _truth(masks)
+    gt, care = truth(masks)
     rows = []
     for t in thresholds:
         pred = prob >= t
