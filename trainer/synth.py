@@ -543,6 +543,14 @@ def _crop(rng, bg, out_size, native_long):
     return np.ascontiguousarray(patch).astype(np.float32)
 
 
+def _truth(cover, faint, coverage):
+    """Truth mask: DUST where visible dust covers >= `coverage`, else DONT_CARE where faint dust
+    does (as in realdust-dev: labelled 0 it taught the model to ignore subtle patches), else 0."""
+    truth = np.where(faint >= coverage, DONT_CARE, 0).astype(np.uint8)
+    truth[cover >= coverage] = DUST
+    return truth
+
+
 def make_sample(background_bgr_uint8, rng: np.random.Generator, sprites=None, out_size: int = 256):
     """One synthetic training tile: (image BGR uint8 [S,S,3], mask uint8 [S,S]: 255 dust,
     128 dust too faint to see (don't care), 0 clean)."""
@@ -568,10 +576,7 @@ def make_sample(background_bgr_uint8, rng: np.random.Generator, sprites=None, ou
     image = cv2.resize(np.clip(cv.img, 0, 255), size, interpolation=cv2.INTER_AREA)
     cover = cv2.resize(cv.cover, size, interpolation=cv2.INTER_AREA)
     faint = cv2.resize(cv.faint, size, interpolation=cv2.INTER_AREA)
-    # dust too faint to see is "don't care" (as in realdust-dev's truth), not background:
-    # labelled 0 it taught the model to ignore subtle flat patches
-    mask = np.where(faint >= MASK_COVERAGE, DONT_CARE, 0).astype(np.uint8)
-    mask[cover >= MASK_COVERAGE] = DUST
+    mask = _truth(cover, faint, MASK_COVERAGE)
     if rng.random() < BLUR_PROB:
         image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.3, 0.8))
     image = np.clip(image + 0.5, 0, 255).astype(np.uint8)
@@ -598,6 +603,5 @@ def dust_scan(photo_bgr_uint8, rng: np.random.Generator, sprites=None, dark: boo
     if dust:
         _add_dust(rng, cv, sprites, scale, 1.0, dark)
     _grain(rng, cv.img, scale)
-    truth = np.where(cv.faint >= 0.5, DONT_CARE, 0).astype(np.uint8)
-    truth[cv.cover >= 0.5] = DUST
+    truth = _truth(cv.cover, cv.faint, 0.5)
     return np.clip(cv.img + 0.5, 0, 255).astype(np.uint8), truth
