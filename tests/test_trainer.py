@@ -71,6 +71,36 @@ def test_evaluation_photos_are_never_training_backgrounds(tmp_path):
     assert [os.path.relpath(p, tmp_path).split(os.sep)[0] for p in found] == ["Kite"]
 
 
+def test_shrunk_inputs_keep_names_links_split_and_sprite_alpha(tmp_path):
+    from trainer import data, shrink_inputs
+    photos = tmp_path / "photos" / "Kite" / "contents" / "images"
+    photos.mkdir(parents=True)
+    cv2.imwrite(str(photos / "3000x2000.png"), textured(2000, 3000, seed=1))
+    os.symlink("3000x2000.png", photos / "1920x1080.png")
+    sprites = tmp_path / "sprites" / "dirt"
+    sprites.mkdir(parents=True)
+    rgba = np.zeros((40, 40, 4), np.uint8)
+    rgba[..., :3] = 200
+    rgba[10:30, 10:30, 3] = np.linspace(0, 255, 20, dtype=np.uint8)[None, :]
+    cv2.imwrite(str(sprites / "dirt-001.png"), rgba)
+    out = tmp_path / "small"
+    shrink_inputs.main([str(out), str(tmp_path / "photos"), "--sprites", str(tmp_path / "sprites"),
+                        "--long", "1024"])
+
+    small = out / "bg" / "photos" / "Kite" / "contents" / "images"
+    assert os.readlink(small / "1920x1080.png") == "3000x2000.png"
+    image = cv2.imread(str(small / "3000x2000.png"))              # JPEG bytes under the .png name
+    assert image.shape == (683, 1024, 3)
+    assert (small / "3000x2000.png").read_bytes()[:2] == b"\xff\xd8"
+    before = data.split_backgrounds(synth.load_backgrounds([str(tmp_path / "photos")]))
+    after = data.split_backgrounds(synth.load_backgrounds([str(out / "bg" / "photos")]))
+    assert [[os.path.basename(p) for p in s] for s in before] == [[os.path.basename(p) for p in s] for s in after]
+    sprite = cv2.imread(str(out / "sprites" / "dirt" / "dirt-001.png"), cv2.IMREAD_UNCHANGED)
+    assert not sprite[..., :3].any()                              # only the alpha is kept
+    assert np.abs(sprite[..., 3].astype(int) - rgba[..., 3]).max() <= shrink_inputs.ALPHA_FLOOR
+    assert len(np.unique(sprite[..., 3])) <= 256 // shrink_inputs.ALPHA_STEP + 1
+
+
 def run(args, env=None):
     res = subprocess.run([sys.executable, "-m", "shared.cli", *args], capture_output=True, text=True,
                          timeout=600, env=env or os.environ)

@@ -18,9 +18,17 @@
 #   STAGE=v4: from v3, 120-min schedule stopped at 55.24 min (step 1436), pool seed 3, generator
 #             of commit bfaeb20: thick hairs and wide scratches, scene-following ("shadow") dust,
 #             don't-care labels for dust too faint to see -> dustspot-unet-0.3.0-stage4.pt
-#   STAGE=v5 (default): from v4, MINUTES min, pool seed 4, generator that also puts a third of the
+#   STAGE=v5: from v4, MINUTES min, pool seed 4, generator that also puts a third of the
 #             dust where the scene is busiest (dark specks in bright gaps of a canopy) -> 0.3.0
-# v3 and v5 then choose the post-processing on held-out frames (validation photos only) and try INT8.
+#   STAGE=v6 (default; one CUDA GPU): from v5, the same generator, a 40000-tile pool (seed 5)
+#             built with every core, batch 64, 2572 steps (165k tiles, more than v1-v5 together)
+#             -> 0.4.0.  It ran as two time-budgeted runs on an H200 (trainer/gpu_sweep.sh: 3.3 min
+#             beside two other candidates = step 998, then --resume --minutes 6.5 alone = step
+#             2572); the steps below follow the same schedule.  Its inputs were the copies
+#             `python -m trainer.shrink_inputs` makes (photos at 2048 px, sprites' alpha only):
+#             point WALLPAPERS, MATE and SPRITES at them for the same pixels.
+# v3, v5 and v6 then choose the post-processing on held-out frames (validation photos only) and
+# try INT8.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,8 +36,8 @@ WALLPAPERS=${WALLPAPERS:-/work/photos/x/usr/share/wallpapers}
 MATE=${MATE:-/work/photos/x/usr/share/backgrounds}
 SKIMAGE=${SKIMAGE:-$(python -c 'import os, skimage.data; print(os.path.dirname(skimage.data.__file__))')}
 SPRITES=${SPRITES:-../shared/data/film-damage-sprites}
-STAGE=${STAGE:-v5}
-FRAMES=${FRAMES:-runs/heldout-frames-$STAGE}   # built by the generator of the stage
+STAGE=${STAGE:-v6}
+FRAMES=${FRAMES:-runs/heldout-frames-${STAGE/v6/v5}}   # built by the generator of the stage
 export PYTHONPATH=${PYTHONPATH:-$PWD}
 
 if command -v dustspot >/dev/null 2>&1; then DUSTSPOT=(dustspot); else DUSTSPOT=(python -m shared.cli); fi
@@ -49,17 +57,28 @@ elif [ "$STAGE" = v4 ]; then
     RUN=${RUN:-runs/bundled-v4}; MINUTES=${MINUTES:-120}
     TRAIN=(--pool 10000 --seed 3 --lr 7e-4 --eval-minutes 25 --stop-minutes 55.24
            --init trainer/weights/dustspot-unet-0.2.0.pt)
-else
+elif [ "$STAGE" = v5 ]; then
     RUN=${RUN:-runs/bundled-v5}; MINUTES=${MINUTES:-60}; VERSION=${VERSION:-0.3.0}
     INIT=${INIT:-trainer/weights/dustspot-unet-0.3.0-stage4.pt}
     TRAIN=(--pool 10000 --seed 4 --lr 5e-4 --eval-minutes 20 --init "$INIT")
+else
+    RUN=${RUN:-runs/bundled-v6}; VERSION=${VERSION:-0.4.0}
+    INIT=${INIT:-trainer/weights/dustspot-unet-0.3.0.pt}
+    GPU=(--batch 64 --pool 40000 --seed 5 --valid-pool 512 --threads 8 --workers "$(nproc)"
+         --eval-minutes 1000 --checkpoint-minutes 2 --device "${DEVICE:-cuda}")
+    if [ ! -f "$RUN/checkpoint.pt" ]; then
+        "${DUSTSPOT[@]}" train "$WALLPAPERS" "$MATE" "$SKIMAGE" --run "$RUN" --sprites "$SPRITES" \
+            --size 256 --lr 7e-4 --steps 998 --init "$INIT" "${GPU[@]}"
+    fi
+    "${DUSTSPOT[@]}" train "$WALLPAPERS" "$MATE" "$SKIMAGE" --run "$RUN" --sprites "$SPRITES" \
+        --steps 2572 --resume "${GPU[@]}"
 fi
 
 # --resume continues an interrupted run from RUN/checkpoint.pt (the pools are reused)
 RESUME=()
 [ -f "$RUN/checkpoint.pt" ] && RESUME=(--resume)
 
-"${DUSTSPOT[@]}" train "$WALLPAPERS" "$MATE" "$SKIMAGE" \
+[ "$STAGE" = v6 ] || "${DUSTSPOT[@]}" train "$WALLPAPERS" "$MATE" "$SKIMAGE" \
     --run "$RUN" --sprites "$SPRITES" --size 256 --batch 16 --minutes "$MINUTES" \
     --valid-pool 512 --threads 2 --workers 2 --checkpoint-minutes 5 "${TRAIN[@]}" "${RESUME[@]}"
 
