@@ -133,6 +133,9 @@ def test_train_export_publish_segment(tmp_path):
     assert final["step"] == 3 and 0 <= final["valid"]["dice"] <= 1
     config = json.loads((run_dir / "config.json").read_text())
     assert config["datasets"] == [str(tmp_path / "labelled")] and config["spec"]["decoder_channels"] == [16, 8, 8, 8, 8]
+    # bf16 autocast only where the CPU has bf16 kernels (emulated, it is 7x slower than fp32)
+    import torch
+    assert config["amp"] == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
     registry = tmp_path / "registry"
     run(["export", str(run_dir), "--registry", str(registry), "--name", "tiny", "--version", "0.0.1"])

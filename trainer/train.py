@@ -91,6 +91,15 @@ def pick_device(name="auto"):
     return name
 
 
+def bf16_pays(device: str) -> bool:
+    """Whether bf16 autocast speeds training up here: on CUDA, and on CPUs for which oneDNN has
+    bf16 kernels (AVX-512, AMX). Elsewhere PyTorch emulates bf16: on an AVX2-only EPYC one step
+    (batch 16, 256 px, B1) took 54 s with it and 7.5 s in fp32."""
+    if device.startswith("cuda"):
+        return True
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def _save(obj, path):
     tmp = path + ".tmp"
     torch.save(obj, tmp)
@@ -160,7 +169,7 @@ def load_init(net, path, spec):
 def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None, minutes=None,
           lr=LR, arch=models.DEFAULT_ARCH, encoder=models.DEFAULT_ENCODER,
           decoder_channels=models.DEFAULT_DECODER, pool=POOL, valid_pool=VALID_POOL,
-          threads=THREADS, workers=WORKERS, seed=SEED, device="auto", amp=True, resume=False,
+          threads=THREADS, workers=WORKERS, seed=SEED, device="auto", amp=None, resume=False,
           checkpoint_minutes=CHECKPOINT_MINUTES, eval_minutes=EVAL_MINUTES, command=None,
           echo=print, datasets=(), real_fraction=REAL_FRACTION, init=None, stop_minutes=None):
     if not steps and not minutes:
@@ -168,6 +177,8 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
     os.makedirs(run, exist_ok=True)
     torch.set_num_threads(threads)
     device = pick_device(device)
+    if amp is None:                                 # a runtime choice: a resumed run may move machines
+        amp = bf16_pays(device)
     ckpt_path = os.path.join(run, "checkpoint.pt")
     if resume and not os.path.exists(ckpt_path):
         raise FileNotFoundError(f"--resume: no {ckpt_path}")
@@ -176,6 +187,7 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
         cfg = state["config"]
         # a resumed run may extend its budget; everything else comes from the checkpoint
         cfg["steps"], cfg["minutes"] = steps or cfg["steps"], minutes or cfg["minutes"]
+        cfg["amp"] = amp
     else:
         state = None
         cfg = {"tile": tile, "batch": batch, "steps": steps, "minutes": minutes, "lr": lr,

@@ -34,7 +34,8 @@ def _command_line(name):
 @click.option("--workers", default=settings.WORKERS, show_default=True, help="tile generator processes")
 @click.option("--seed", default=settings.SEED, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
-@click.option("--amp/--no-amp", default=True, show_default=True, help="bf16 autocast")
+@click.option("--amp/--no-amp", default=None,
+              help="bf16 autocast (default: on CUDA and on CPUs with bf16 kernels, AVX-512 or AMX)")
 @click.option("--resume", is_flag=True, help="continue from RUN/checkpoint.pt")
 @click.option("--checkpoint-minutes", default=settings.CHECKPOINT_MINUTES, show_default=True)
 @click.option("--eval-minutes", default=settings.EVAL_MINUTES, show_default=True)
