@@ -20,7 +20,8 @@
 #             don't-care labels for dust too faint to see -> dustspot-unet-0.3.0-stage4.pt
 #   STAGE=v5: from v4, MINUTES min, pool seed 4, generator that also puts a third of the
 #             dust where the scene is busiest (dark specks in bright gaps of a canopy) -> 0.3.0
-#   STAGE=v6 (default; one CUDA GPU): from v5, the same generator, a 40000-tile pool (seed 5)
+#   STAGE=v6 (default; one CUDA GPU): from v5, v5's generator (commit 507ab4c: `git checkout
+#             507ab4c -- trainer/synth.py`; later commits add texture), a 40000-tile pool (seed 5)
 #             built with every core, batch 64, 2572 steps (165k tiles, more than v1-v5 together)
 #             -> 0.4.0.  It ran as two time-budgeted runs on an H200 (trainer/gpu_sweep.sh: 3.3 min
 #             beside two other candidates = step 998, then --resume --minutes 6.5 alone = step
