@@ -189,3 +189,20 @@ def test_train_export_publish_segment(tmp_path):
     assert report["settings"]["spot_threshold"] == max(tuned["recommended"]["threshold"],
                                                        tuned["recommended"]["spot_threshold"])
     assert report["settings"]["min_area"] == tuned["recommended"]["min_area"]
+
+
+def test_probe_pastes_dim_discs_and_counts_the_found_ones():
+    from trainer import probe
+    flat = np.full((probe.CROP, probe.CROP, 3), 100, np.float32)
+    assert probe.high_pass(flat) < 1e-3
+    noisy = flat + np.random.default_rng(0).normal(0, 8, flat.shape[:2])[..., None].astype(np.float32)
+    assert probe.high_pass(noisy) > 3
+    dusty, mask = probe.paste_discs(flat, np.random.default_rng(1))
+    assert mask.any() and dusty[mask].max() < 90                                  # dim discs
+    assert 100 * probe.SHADE ** 2 <= dusty[mask].mean() <= 85
+    assert np.array_equal(dusty[~cv2.dilate(mask.astype(np.uint8), np.ones((9, 9))).astype(bool)],
+                          flat[~cv2.dilate(mask.astype(np.uint8), np.ones((9, 9))).astype(bool)])
+    assert probe.found_share(mask.astype(np.float32), mask) == 1.0
+    half = mask.astype(np.float32) * (np.arange(probe.CROP)[None, :] < probe.CROP // 2)
+    assert 0 < probe.found_share(half, mask) < 1
+    assert probe.found_share(np.zeros(mask.shape, np.float32), mask) == 0.0

@@ -13,13 +13,12 @@ import argparse
 
 import cv2
 import numpy as np
-import torch
 
 from shared import defaults
 
-from . import export
+from . import export, validate
+from .synth import _luma
 
-LUMA = np.array([0.114, 0.587, 0.299], np.float32)       # BGR
 CROP = 512
 DISCS = 30
 SHADE = 0.7
@@ -27,7 +26,7 @@ SPOT_THRESHOLD = 0.4
 
 
 def high_pass(img):
-    luma = img @ LUMA
+    luma = _luma(img)
     return float(np.abs(luma - cv2.GaussianBlur(luma, (0, 0), 2)).mean())
 
 
@@ -39,7 +38,7 @@ def paste_discs(img, rng):
         cv2.circle(disc, (int(x), int(y)), int(rng.integers(2, 6)), 1.0, -1)
         disc = cv2.GaussianBlur(disc, (0, 0), 0.7)
         core = disc > 0.5
-        tone = float(out[core].mean(axis=0) @ LUMA) * SHADE
+        tone = float(_luma(out[core]).mean()) * SHADE
         out += (tone - out) * disc[..., None]
         mask |= core
     return out, mask
@@ -50,10 +49,8 @@ def found_share(prob, mask):
     return float(np.mean([prob[labels == i].max() >= SPOT_THRESHOLD for i in range(1, n)]))
 
 
-@torch.no_grad()
 def probabilities(net, img):
-    x = torch.from_numpy(np.clip(img, 0, 255).transpose(2, 0, 1)[None].copy()) / 255.0
-    return torch.sigmoid(net(x))[0, 0].numpy()
+    return validate.predict(net, np.clip(img + 0.5, 0, 255).astype(np.uint8)[None], "cpu", amp=False)[0]
 
 
 def probe(net, image, noises, crops, rng):
@@ -64,7 +61,7 @@ def probe(net, image, noises, crops, rng):
     for _ in range(crops):
         y, x = int(rng.integers(0, h - CROP + 1)), int(rng.integers(0, w - CROP + 1))
         crop = work[y:y + CROP, x:x + CROP]
-        row = {"y": y, "x": x, "luma": float((crop @ LUMA).mean()), "high_pass": high_pass(crop)}
+        row = {"y": y, "x": x, "luma": float(_luma(crop).mean()), "high_pass": high_pass(crop)}
         for sigma in noises:
             noisy = np.clip(crop + rng.normal(0, sigma, crop.shape[:2])[..., None], 0, 255) if sigma else crop
             dusty, mask = paste_discs(noisy.astype(np.float32), rng)
