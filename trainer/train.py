@@ -185,7 +185,8 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
     if resume:
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         cfg = state["config"]
-        # a resumed run may extend its budget; everything else comes from the checkpoint
+        # a resumed run may extend its budget and chooses amp for this machine; the rest comes
+        # from the checkpoint
         cfg["steps"], cfg["minutes"] = steps or cfg["steps"], minutes or cfg["minutes"]
         cfg["amp"] = amp
     else:
