@@ -28,6 +28,9 @@
 #             2572); the steps below follow the same schedule.  Its inputs were the copies
 #             `python -m trainer.shrink_inputs` makes (photos at 2048 px, sprites' alpha only):
 #             point WALLPAPERS, MATE and SPRITES at them for the same pixels.
+#   STAGE=v8 (2 CPU cores with bf16 kernels, AVX-512): from 0.4.0, 125 min, pool seed 8, generator
+#             of session 5 (dim scenes sharpened, translucent scene-following dust, dark dust also in
+#             busy shadows, scene blobs no darker than 0.9x the scene) -> 0.5.0 when chosen on its frames
 # v3, v5 and v6 then choose the post-processing on held-out frames (validation photos only) and
 # try INT8.
 set -euo pipefail
@@ -62,6 +65,10 @@ elif [ "$STAGE" = v5 ]; then
     RUN=${RUN:-runs/bundled-v5}; MINUTES=${MINUTES:-60}; VERSION=${VERSION:-0.3.0}
     INIT=${INIT:-trainer/weights/dustspot-unet-0.3.0-stage4.pt}
     TRAIN=(--pool 10000 --seed 4 --lr 5e-4 --eval-minutes 20 --init "$INIT")
+elif [ "$STAGE" = v8 ]; then
+    RUN=${RUN:-runs/bundled-v8}; MINUTES=${MINUTES:-125}; VERSION=${VERSION:-0.5.0}
+    INIT=${INIT:-trainer/weights/dustspot-unet-0.4.0.pt}
+    TRAIN=(--pool 12000 --seed 8 --lr 5e-4 --eval-minutes 30 --init "$INIT")
 else
     RUN=${RUN:-runs/bundled-v6}; VERSION=${VERSION:-0.4.0}
     INIT=${INIT:-trainer/weights/dustspot-unet-0.3.0.pt}

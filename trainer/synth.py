@@ -65,6 +65,10 @@ DARK_PROB = 0.65                    # dark dust (positives) vs bright dust (nega
 FLAT_DUST_PROB = 0.7
 DARK_SCENE_PROB = 0.3               # tiles darkened with a gamma curve before dusting
 DARK_SCENE_GAMMA = (1.4, 2.8)
+# Share of dimmed tiles sharpened afterwards: the gamma curve flattens the texture of the shadows,
+# yet a sunlit-and-shaded forest floor is dim *and* busy (mean luma ~40, high-pass ~9 at the
+# working scale) and the network that only saw dim *flat* scenes found no dust there.
+DIM_SHARPEN_PROB = 0.6
 FAINT_PROB = 0.35                   # share of low-opacity dust (faint dust: the 0.1.0 model's main miss)
 # Share of dark dust whose tone follows the scene under it (local mean colour x SHADE_FACTOR)
 # instead of near-black: on realdust-dev's dim forest the dust is a flat patch only 8-15 levels
@@ -72,6 +76,9 @@ FAINT_PROB = 0.35                   # share of low-opacity dust (faint dust: the
 # tones never produce that, and 0.2.0 found none of it.
 SHADOW_DUST_PROB = 0.3
 SHADE_FACTOR = (0.45, 0.9)
+# Share of that scene-following dust drawn per pixel (scene x factor: a translucent particle that
+# transmits 45-90 % of the light, the texture still faintly visible through it) instead of flat.
+TRANSMIT_PROB = 0.5
 # Share of dust placed where it is hardest to tell from the scene: the busiest of BUSY_CANDIDATES
 # random spots (local luma std x how much the dust would stand out there). Uniform placement
 # rarely puts a dark speck in a bright gap of a canopy, and 0.2.0 learned to call every dark spot
@@ -79,6 +86,9 @@ SHADE_FACTOR = (0.45, 0.9)
 # flat grey: 0.99; realdust-dev's forest).
 BUSY_PLACE_PROB = 0.35
 BUSY_CANDIDATES = 8
+# Share of those busy placements scored by texture alone, so dark dust also lands in busy
+# *shadows* (texture x luma sends it to bright gaps only).
+BUSY_ANY_LUMA_PROB = 0.5
 BUSY_WINDOW = 15                    # px at the 5000 px reference
 GRAIN_SIGMA = (1.0, 7.0)            # film grain std, of 255
 # Busy, high-frequency scenes under the dust (crisp foliage, coarse grain of fast film): at the
@@ -98,6 +108,11 @@ JPEG_QUALITY = (55, 95)
 STARFIELD_PROB = 0.25               # tiles full of stars (the classic false positive)
 HIGHLIGHT_PROB = 0.35
 SCENE_BLOB_PROB = 0.45
+# Scene blobs' tone, x the scene colour under them. Darker blobs (0.7-0.9, as up to session 4)
+# were the scene-following dust of SHADE_FACTOR left unlabelled: one patch taught both ways, and
+# the network learned to ignore dust 10-30 % darker than a dim scene. Seeds and pebbles that dark
+# remain (by hue noise), but most scene blobs are now lighter or barely darker than the scene.
+SCENE_BLOB_TONE = (0.9, 1.5)
 TEXT_PROB = 0.1
 TEXTURE_PROB = 0.15
 
@@ -337,12 +352,13 @@ class _Canvas:
             return None
         return (slice(y0, y1), slice(x0, x1)), alpha[y0 - y:y1 - y, x0 - x:x1 - x]
 
-    def dust(self, alpha, y, x, tone, opacity, label=True, polarity=0, shade=None):
+    def dust(self, alpha, y, x, tone, opacity, label=True, polarity=0, shade=None, transmit=False):
         """Lerp towards `tone` (BGR) by alpha*opacity; label it when the change is visible.
 
         polarity -1: dust only darkens (it blocks light: black dust on a black sky is
         invisible, not grey); +1: only brightens; 0: plain lerp (scene content).
-        shade: when given, the tone is the mean colour under the dust times `shade`."""
+        shade: when given, the tone is the mean colour under the dust times `shade`, or with
+        `transmit` each pixel's own colour times `shade` (translucent dust)."""
         placed = self.place(alpha, y, x)
         if placed is None:
             return
@@ -350,7 +366,9 @@ class _Canvas:
         roi = self.img[sl]
         before = _luma(roi)
         aa = (a * opacity)[..., None]
-        if shade is not None:
+        if shade is not None and transmit:
+            tone = roi * shade
+        elif shade is not None:
             weight = a[..., None] + 1e-6
             tone = (roi * weight).sum(axis=(0, 1)) / weight.sum(axis=(0, 1)) * shade
         target = np.asarray(tone, np.float32)
@@ -396,19 +414,21 @@ def _put(rng, cv, alpha, dark, scale):
     shade = _shade(rng, dark)
     polarity = 0 if shade is not None else _polarity(rng, dark)
     pos = _busy_pos(rng, cv, alpha, dark, scale) if rng.random() < BUSY_PLACE_PROB else _random_pos(rng, cv, alpha)
-    cv.dust(alpha, *pos, _dust_tone(rng, dark), _opacity(rng), polarity=polarity, shade=shade)
+    cv.dust(alpha, *pos, _dust_tone(rng, dark), _opacity(rng), polarity=polarity, shade=shade,
+            transmit=shade is not None and rng.random() < TRANSMIT_PROB)
 
 
 def _busy_pos(rng, cv, patch, dark, scale):
     """The busiest of BUSY_CANDIDATES random positions: textured, and bright under dark dust
     (dark under bright dust), i.e. where the dust contrasts with the pixel yet hides in texture."""
     std, luma = cv.busy(scale)
+    any_luma = rng.random() < BUSY_ANY_LUMA_PROB
     ph, pw = patch.shape
     best, best_score = None, -1.0
     for _ in range(BUSY_CANDIDATES):
         y, x = _random_pos(rng, cv, patch)
         yc, xc = min(max(y + ph // 2, 0), cv.h - 1), min(max(x + pw // 2, 0), cv.w - 1)
-        score = std[yc, xc] * (luma[yc, xc] if dark else 255.0 - luma[yc, xc])
+        score = std[yc, xc] * (1.0 if any_luma else luma[yc, xc] if dark else 255.0 - luma[yc, xc])
         if score > best_score:
             best, best_score = (y, x), score
     return best
@@ -498,7 +518,7 @@ def _add_hard_negatives(rng, cv, scale, dark):
             y, x = _random_pos(rng, cv, a)
             yc, xc = np.clip([y + a.shape[0] // 2, x + a.shape[1] // 2], 0, [cv.h - 1, cv.w - 1])
             base = cv.img[yc, xc]
-            tone = np.clip(base * rng.uniform(0.7, 1.5) + rng.normal(0, 15, 3), 0, 255)
+            tone = np.clip(base * rng.uniform(*SCENE_BLOB_TONE) + rng.normal(0, 15, 3), 0, 255)
             cv.dust(a, y, x, tone, rng.uniform(0.3, 0.8), label=False)
     if rng.random() < TEXTURE_PROB:
         # fine texture (gravel, foliage, fabric): band-passed noise modulating a region
@@ -533,9 +553,9 @@ def _grain(rng, img, scale):
     img += n * sigma * mid
 
 
-def _texture(rng, img, px_per_working):
+def _texture(rng, img, px_per_working, sharpen_prob=SHARPEN_PROB):
     """Crisper and grainier scenes (SHARPEN_*, SCENE_NOISE_*), in place, before any dust lands."""
-    if rng.random() < SHARPEN_PROB:
+    if rng.random() < sharpen_prob:
         sigma = rng.uniform(*SHARPEN_SIGMA) * px_per_working
         img += rng.uniform(*SHARPEN_AMOUNT) * (img - cv2.GaussianBlur(img, (0, 0), sigma))
     if rng.random() < SCENE_NOISE_PROB:
@@ -582,11 +602,12 @@ def make_sample(background_bgr_uint8, rng: np.random.Generator, sprites=None, ou
     # exposure / contrast jitter: film scans range from flat to punchy
     img = (img - 128) * rng.uniform(0.7, 1.25) + 128 + rng.normal(0, 12)
     img = np.clip(img, 0, 255)
-    if rng.random() < DARK_SCENE_PROB:
+    dim = rng.random() < DARK_SCENE_PROB
+    if dim:
         # dim scenes (forest, night, shadow): dust there changes luminance by a few levels
         # and mostly shows as a grey, desaturated patch; the 0.1.0 model missed all of it
         img = 255.0 * (img / 255.0) ** rng.uniform(*DARK_SCENE_GAMMA)
-    _texture(rng, img, native_long / WORKING_SIZE)
+    _texture(rng, img, native_long / WORKING_SIZE, DIM_SHARPEN_PROB if dim else SHARPEN_PROB)
     cv = _Canvas(img)
     dark = rng.random() < DARK_PROB
     _add_hard_negatives(rng, cv, scale, dark)
