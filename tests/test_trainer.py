@@ -143,6 +143,8 @@ def test_train_export_publish_segment(tmp_path):
     assert manifest["precision"] == "fp16" and manifest["architecture"]["encoder"] == "efficientnet-b1"
     assert manifest["training"]["command"].startswith("dustspot train")
     assert set(manifest["files"]) == {"model.xml", "model.bin"}
+    assert manifest["training"]["stages"] == [{**manifest["training"]["stages"][0], "stage": "this model",
+                                               "from": "scratch", "steps": 3, "tiles": 12}]
 
     # held-out frames from the validation backgrounds choose the post-processing at export
     frames = tmp_path / "frames"
@@ -172,12 +174,27 @@ def test_train_export_publish_segment(tmp_path):
     else:
         assert "INT8 not published: object" in res.stderr and not (registry / "tiny" / "0.0.3-int8").exists()
 
-    # a warm start from the first run's weights
+    # the first run kept as a stage (fp16 weights + its record), then a warm start from it
+    weights, stages_file = tmp_path / "weights" / "tiny-s1.pt", tmp_path / "stages.json"
+    res = subprocess.run([sys.executable, "-m", "trainer.stages", "save", str(run_dir), str(weights),
+                          "--stage", "s1", "--note", "first", "--stages-file", str(stages_file)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    import torch
+    kept = torch.load(weights, weights_only=False)
+    assert kept["model"]["net.segmentation_head.0.weight"].dtype == torch.float16 and "optimizer" not in kept
+    [s1] = json.loads(stages_file.read_text())
+    assert s1["stage"] == "s1" and s1["from"] == "scratch" and s1["note"] == "first" and s1["steps"] == 3
     res = run(["train", str(backgrounds), "--run", str(tmp_path / "run2"), "--size", "64", "--batch", "4",
                "--steps", "1", "--pool", "48", "--valid-pool", "24", "--threads", "1", "--workers", "1",
-               "--decoder-channels", "16,8,8,8,8", "--eval-minutes", "100", "--init", str(run_dir / "model.pt")])
+               "--decoder-channels", "16,8,8,8,8", "--eval-minutes", "100", "--init", str(weights)])
     assert "initialised from" in res.stdout + res.stderr
-    assert json.loads((tmp_path / "run2" / "config.json").read_text())["init"] == str(run_dir / "model.pt")
+    config2 = json.loads((tmp_path / "run2" / "config.json").read_text())
+    assert config2["init"] == str(weights)
+    from trainer import stages
+    records = json.loads(stages_file.read_text())
+    assert stages.lineage(config2["init"], records) == [s1]
+    assert stages.describe_run(config2, {"step": 1}, records=records)["from"] == "s1"
 
     cv2.imwrite(str(tmp_path / "scan.jpg"), textured(200, 300, seed=5))
     run(["segment", str(tmp_path / "scan.jpg"), "--out", str(tmp_path / "out"), "--model", "tiny",
@@ -189,6 +206,15 @@ def test_train_export_publish_segment(tmp_path):
     assert report["settings"]["spot_threshold"] == max(tuned["recommended"]["threshold"],
                                                        tuned["recommended"]["spot_threshold"])
     assert report["settings"]["min_area"] == tuned["recommended"]["min_area"]
+
+
+def test_stage_lineage_of_the_bundled_model():
+    from trainer import stages
+    chain = stages.lineage(os.path.join(stages.WEIGHTS_DIR, "dustspot-unet-0.4.0.pt"))
+    assert [r["stage"] for r in chain] == ["v1", "v2", "v3", "v4", "v5", "v6"]
+    repo = os.path.dirname(os.path.dirname(stages.WEIGHTS_DIR))
+    assert chain[0]["from"] == "scratch" and all(os.path.exists(os.path.join(repo, r["weights"])) for r in chain)
+    assert stages.lineage(None) == [] and stages.lineage("/elsewhere/unknown.pt")[0]["stage"] == "init"
 
 
 def test_probe_pastes_dim_discs_and_counts_the_found_ones():

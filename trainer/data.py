@@ -52,7 +52,7 @@ def _fill_chunk(args):
     return min(count, start + SAMPLES_PER_BACKGROUND) - start
 
 
-def _file_sha1(path):
+def file_sha1(path):
     with open(path, "rb") as f:
         return hashlib.sha1(f.read()).hexdigest()
 
@@ -65,7 +65,7 @@ def build_pool(folder, backgrounds, count, size, seed, sprite_dir=None, workers=
             "backgrounds": len(backgrounds),
             "backgrounds_sha1": hashlib.sha1("\n".join(backgrounds).encode()).hexdigest(),
             # a pool made by another version of the generator is not reused
-            "generator_sha1": _file_sha1(synth.__file__)}
+            "generator_sha1": file_sha1(synth.__file__)}
     if os.path.exists(meta_path):
         with open(meta_path) as f:
             if json.load(f) == meta:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from . import model as models
+from . import stages
 
 EXAMPLE_SIZE = 256
 CHECK_SIZE = 512             # the IR is compiled and run once at this size before publishing
@@ -102,7 +103,9 @@ def manifest_fields(state, run, net, command):
                      "minutes": summary.get("minutes"), "tiles_seen": summary.get("tiles_seen"),
                      "tiles_per_s": summary.get("tiles_per_s"), "seed": cfg.get("seed"),
                      "threads": cfg.get("threads"), "amp": "bf16" if cfg.get("amp") else None,
-                     "init": cfg.get("init")},           # warm start: the weights this run began from
+                     "init": cfg.get("init"),            # warm start: the weights this run began from
+                     # the recorded warm-start chain behind --init, then this run
+                     "stages": stages.lineage(cfg.get("init")) + [stages.describe_run(cfg, summary)]},
         "metrics": {"heldout_synthetic": {
             "tiles": cfg.get("valid_pool"),
             "threshold": valid.get("threshold"),

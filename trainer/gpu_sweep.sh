@@ -70,17 +70,10 @@ for RUN in "$SWEEP"/*/; do
     tail -n 3 "$RUN/train.log" 2>/dev/null || true
 done
 if [ -n "${OUT:-}" ]; then
-    python3 - "$SWEEP" "$OUT" <<'EOF'
-import os, sys, torch
-sweep, out = sys.argv[1:]
-for name in sorted(os.listdir(sweep)):
-    path = os.path.join(sweep, name, "model.pt")
-    if name == "pool" or not os.path.exists(path):
-        continue
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    state["model"] = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
-    torch.save(state, os.path.join(out, f"{name}.pt"))
-EOF
+    for RUN in "$SWEEP"/*/; do
+        name=$(basename "$RUN")
+        [ "$name" = pool ] || [ ! -f "$RUN/model.pt" ] || python3 -m trainer.stages save "$RUN" "$OUT/$name.pt"
+    done
     tar czf "$OUT/logs.tgz" --exclude='pool*' --exclude='*.pt' -C "$SWEEP" .
 fi
 exit $STATUS

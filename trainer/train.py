@@ -206,6 +206,7 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
                                               cfg["pool"], cfg["valid_pool"], cfg["seed"], workers, echo)
     if state is None:
         cfg["data"] = {"generator": "trainer.synth.make_sample",
+                       "generator_sha1": data.file_sha1(synth.__file__),
                        "train_backgrounds": len(train_bg), "valid_backgrounds": len(valid_bg),
                        "valid_background_files": [os.path.basename(p) for p in valid_bg],
                        "train": data.describe_pool(pools["train"][1]),
