@@ -187,10 +187,12 @@ def test_train_export_publish_segment(tmp_path):
     assert s1["stage"] == "s1" and s1["from"] == "scratch" and s1["note"] == "first" and s1["steps"] == 3
     res = run(["train", str(backgrounds), "--run", str(tmp_path / "run2"), "--size", "64", "--batch", "4",
                "--steps", "1", "--pool", "48", "--valid-pool", "24", "--threads", "1", "--workers", "1",
-               "--decoder-channels", "16,8,8,8,8", "--eval-minutes", "100", "--init", str(weights)])
-    assert "initialised from" in res.stdout + res.stderr
+               "--decoder-channels", "16,8,8,8,8", "--eval-minutes", "100", "--init", str(weights),
+               "--teacher", str(run_dir / "model.pt")])
+    assert "initialised from" in res.stdout + res.stderr and "distilling from" in res.stdout + res.stderr
     config2 = json.loads((tmp_path / "run2" / "config.json").read_text())
-    assert config2["init"] == str(weights)
+    assert config2["init"] == str(weights) and config2["teacher"] == str(run_dir / "model.pt")
+    assert config2["loss"].endswith("10*BCE(teacher probability)")
     from trainer import stages
     records = json.loads(stages_file.read_text())
     assert stages.lineage(config2["init"], records) == [s1]
@@ -206,6 +208,18 @@ def test_train_export_publish_segment(tmp_path):
     assert report["settings"]["spot_threshold"] == max(tuned["recommended"]["threshold"],
                                                        tuned["recommended"]["spot_threshold"])
     assert report["settings"]["min_area"] == tuned["recommended"]["min_area"]
+
+
+def test_distillation_loss_is_least_at_the_teacher_probabilities():
+    import torch
+    from trainer import train
+    teacher = torch.tensor([[0.02, 0.3], [0.7, 0.98]])
+    at_teacher = torch.logit(teacher).requires_grad_(True)
+    loss = train.distill_loss(at_teacher, teacher)
+    loss.backward()
+    assert at_teacher.grad.abs().max() < 1e-6
+    for off in (-1.0, 1.0):
+        assert train.distill_loss(torch.logit(teacher) + off, teacher) > loss + 0.01
 
 
 def test_stage_lineage_of_the_bundled_model():

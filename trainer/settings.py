@@ -20,3 +20,4 @@ EVAL_MINUTES = 15.0
 THREADS = 2
 WORKERS = 2                  # processes generating the pools
 SEED = 0
+DISTILL_WEIGHT = 10.0        # --teacher: weight of the BCE against its probabilities (= the label BCE's)

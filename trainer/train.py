@@ -25,6 +25,11 @@ HARD_NEGATIVE_FRACTION = 0.002   # ~130 px of a 256x256 tile: about the false-po
 HARD_NEGATIVE_WEIGHT = 0.2
 LOG_STEPS = 25
 REAL_FRACTION = 0.5          # share of each batch drawn from labelled tiles, when there are any
+# Distillation (--teacher): BCE of the student's logits against the teacher's probabilities on
+# every pixel (don't-care ones included: the teacher has an opinion there), at the weight of the
+# hard-label BCE. Soft targets carry what the teacher learned about faint and ambiguous dust
+# (Hinton et al. 2015, "Distilling the Knowledge in a Neural Network").
+DISTILL_WEIGHT = settings.DISTILL_WEIGHT
 
 
 def dice_loss(logits, target, care, eps=1.0):
@@ -57,6 +62,19 @@ def loss_fn(logits, target, care=None, bce_weight=BCE_WEIGHT, pos_weight=POS_WEI
         reduction="sum") / care.sum().clamp(min=1)
     return (bce_weight * bce + dice_loss(logits, target, care)
             + HARD_NEGATIVE_WEIGHT * hard_negative_bce(logits, target, care))
+
+
+def distill_loss(logits, teacher_prob):
+    return F.binary_cross_entropy_with_logits(logits.float(), teacher_prob.float())
+
+
+def load_teacher(path, device):
+    """A frozen network of any architecture (trainer/weights/*.pt, model.pt) whose probabilities
+    the student learns alongside the labels."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    teacher = models.build(state["config"]["spec"])
+    teacher.load_state_dict({k: v.float() for k, v in state["model"].items()})
+    return teacher.to(device).eval().requires_grad_(False)
 
 
 def targets(masks):
@@ -171,7 +189,8 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
           decoder_channels=models.DEFAULT_DECODER, pool=POOL, valid_pool=VALID_POOL,
           threads=THREADS, workers=WORKERS, seed=SEED, device="auto", amp=None, resume=False,
           checkpoint_minutes=CHECKPOINT_MINUTES, eval_minutes=EVAL_MINUTES, command=None,
-          echo=print, datasets=(), real_fraction=REAL_FRACTION, init=None, stop_minutes=None):
+          echo=print, datasets=(), real_fraction=REAL_FRACTION, init=None, stop_minutes=None,
+          teacher=None, distill_weight=DISTILL_WEIGHT):
     if not steps and not minutes:
         raise ValueError("give --steps or --minutes (or both)")
     os.makedirs(run, exist_ok=True)
@@ -201,7 +220,9 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
                "backgrounds": list(backgrounds), "sprites": sprite_dir,
                "working_size": synth.WORKING_SIZE, "command": command,
                "datasets": [os.path.abspath(d) for d in datasets], "real_fraction": real_fraction,
-               "init": init}
+               "init": init, "teacher": teacher, "distill_weight": distill_weight if teacher else None}
+        if teacher:
+            cfg["loss"] += f" + {distill_weight:g}*BCE(teacher probability)"
     pools, train_bg, valid_bg = prepare_pools(run, cfg["backgrounds"], cfg["sprites"], cfg["tile"],
                                               cfg["pool"], cfg["valid_pool"], cfg["seed"], workers, echo)
     if state is None:
@@ -229,6 +250,9 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
     if state is None and cfg.get("init"):
         load_init(net, cfg["init"], cfg["spec"])
         echo(f"initialised from {cfg['init']}")
+    teacher_net = load_teacher(cfg["teacher"], device) if cfg.get("teacher") else None
+    if teacher_net is not None:
+        echo(f"distilling from {cfg['teacher']} ({cfg['distill_weight']:g} x BCE on its probabilities)")
     if state is not None:
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -271,7 +295,12 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
         x, y, care = x.to(device), y.to(device), care.to(device)
         with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=cfg["amp"]):
             logits = net(x)
+            if teacher_net is not None:
+                with torch.no_grad():
+                    teacher_prob = torch.sigmoid(teacher_net(x).float())
         loss = loss_fn(logits, y, care)
+        if teacher_net is not None:
+            loss = loss + cfg["distill_weight"] * distill_loss(logits, teacher_prob)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)

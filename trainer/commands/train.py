@@ -47,9 +47,14 @@ def _command_line(name):
               help="stop (checkpoint, evaluate, model.pt) after this much training time; the learning-rate "
                    "schedule still follows --minutes/--steps")
 @click.option("--real-fraction", default=0.5, show_default=True, help="share of each batch from --data tiles")
+@click.option("--teacher", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="distil: also learn this trained network's probabilities (any architecture)")
+@click.option("--distill-weight", default=settings.DISTILL_WEIGHT, show_default=True,
+              help="weight of the BCE against the teacher's probabilities")
 def train(backgrounds, run_dir, sprites, tile, batch, steps, minutes, lr, arch, encoder,
           decoder_channels, pool, valid_pool, threads, workers, seed, device, amp, resume,
-          checkpoint_minutes, eval_minutes, datasets, init, stop_minutes, real_fraction):
+          checkpoint_minutes, eval_minutes, datasets, init, stop_minutes, real_fraction, teacher,
+          distill_weight):
     """Train on synthetic dust composited onto BACKGROUNDS (image files or folders)."""
     from .. import train as training          # torch: only when the command runs
     decoder = tuple(int(c) for c in decoder_channels.split(","))
@@ -57,7 +62,7 @@ def train(backgrounds, run_dir, sprites, tile, batch, steps, minutes, lr, arch, 
                    decoder, pool, valid_pool, threads, workers, seed, device, amp, resume,
                    checkpoint_minutes, eval_minutes, command=_command_line("train"),
                    echo=click.echo, datasets=datasets, real_fraction=real_fraction,
-                   init=init, stop_minutes=stop_minutes)
+                   init=init, stop_minutes=stop_minutes, teacher=teacher, distill_weight=distill_weight)
 
 
 if __name__ == "__main__":
