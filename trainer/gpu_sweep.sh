@@ -7,7 +7,8 @@
 #
 #   BACKGROUNDS="photos1 photos2" SPRITES=... trainer/gpu_sweep.sh
 #
-# Candidates: NAME:ENCODER:DECODER:LR[:INIT], one per line of CANDIDATES.  Every run gets the
+# Candidates: NAME:ENCODER:DECODER:LR[:INIT[:TEACHER]], one per line of CANDIDATES (TEACHER:
+# weights to distil from, `dustspot train --teacher`; INIT may be empty).  Every run gets the
 # same training time, fitted to DEADLINE_S (seconds from the start, pool generation included).
 # Each run folder ends with model.pt, final.json, metrics.jsonl and metrics.png, as `dustspot
 # train` leaves them; OUT (if set) also receives <name>.pt (fp16 weights) and logs.tgz.
@@ -49,14 +50,15 @@ LEFT=$(( DEADLINE_S - ($(date +%s) - START) - RESERVE_S ))
 MINUTES=$(python3 -c "print(max(0.5, $LEFT / 60))")
 echo "training each candidate for $MINUTES min"
 PIDS=()
-while IFS=: read -r NAME ENCODER DECODER LR INIT; do
+while IFS=: read -r NAME ENCODER DECODER LR INIT TEACHER; do
     [ -n "$NAME" ] || continue
     RUN="$SWEEP/$NAME"
     mkdir -p "$RUN"
     ln -sfn "$(realpath "$SWEEP/pool/pool-train")" "$RUN/pool-train"
     ln -sfn "$(realpath "$SWEEP/pool/pool-valid")" "$RUN/pool-valid"
     EXTRA=()
-    [ -n "${INIT:-}" ] && EXTRA=(--init "$INIT")
+    [ -n "${INIT:-}" ] && EXTRA+=(--init "$INIT")
+    [ -n "${TEACHER:-}" ] && EXTRA+=(--teacher "$TEACHER")
     python3 -m shared.cli train "${BG[@]}" --run "$RUN" "${COMMON[@]}" --encoder "$ENCODER" \
         --decoder-channels "$DECODER" --lr "$LR" --minutes "$MINUTES" --threads 3 --workers 1 \
         --device "${DEVICE:-cuda}" --eval-minutes 1000 --checkpoint-minutes 2 "${EXTRA[@]}" < /dev/null > "$RUN/train.log" 2>&1 &
