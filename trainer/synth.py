@@ -420,7 +420,8 @@ def _put(rng, cv, alpha, dark, scale):
 
 def _busy_pos(rng, cv, patch, dark, scale):
     """The busiest of BUSY_CANDIDATES random positions: textured, and bright under dark dust
-    (dark under bright dust), i.e. where the dust contrasts with the pixel yet hides in texture."""
+    (dark under bright dust), i.e. where the dust contrasts with the pixel yet hides in texture;
+    by texture alone in BUSY_ANY_LUMA_PROB of the calls (busy shadows too)."""
     std, luma = cv.busy(scale)
     any_luma = rng.random() < BUSY_ANY_LUMA_PROB
     ph, pw = patch.shape
