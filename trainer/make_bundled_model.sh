@@ -30,7 +30,9 @@
 #             point WALLPAPERS, MATE and SPRITES at them for the same pixels.
 #   STAGE=v8 (2 CPU cores with bf16 kernels, AVX-512): from 0.4.0, 125 min, pool seed 8, generator
 #             of commit 8cec93e (dim scenes sharpened, translucent scene-following dust, dark dust
-#             also in busy shadows, scene blobs no darker than 0.9x the scene), frames v8 -> 0.5.0
+#             also in busy shadows, scene blobs no darker than 0.9x the scene), frames v8 -> 0.5.0.
+#             Trained in session 5 and NOT shipped (models/README.md: no better on realdust-dev's
+#             scan01); kept as a recipe for the next attempt
 # v3, v5 and v6 then choose the post-processing on held-out frames (validation photos only) and
 # try INT8.
 set -euo pipefail
