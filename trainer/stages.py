@@ -61,7 +61,8 @@ def describe_run(cfg, summary, stage="this model", records=None):
               "steps": summary.get("step"), "tiles": summary.get("tiles_seen"),
               "minutes": round(summary["minutes"], 2) if summary.get("minutes") is not None else None,
               "schedule_minutes": cfg.get("minutes"), "schedule_steps": cfg.get("steps"),
-              "amp": "bf16" if cfg.get("amp") else "fp32"}
+              "amp": "bf16" if cfg.get("amp") else "fp32",
+              "teacher": cfg.get("teacher")}
     return {k: v for k, v in record.items() if v is not None}
 
 
