@@ -68,13 +68,18 @@ def check_ir(xml_path, net=None, size=CHECK_SIZE):
     return float(np.abs(ref - out).max())
 
 
-def manifest_fields(state, run, net, command):
-    cfg = state["config"]
+def load_summary(state, run):
+    """A run's summary: kept in model.pt, else its final.json ({} for a bare checkpoint)."""
     summary = state.get("summary")
     if summary is None and os.path.exists(os.path.join(run, "final.json")):
         with open(os.path.join(run, "final.json")) as f:
             summary = json.load(f)
-    summary = summary or {}
+    return summary or {}
+
+
+def manifest_fields(state, run, net, command):
+    cfg = state["config"]
+    summary = load_summary(state, run)
     valid = summary.get("valid", {})
     train_command = cfg.get("command") or ""
     if train_command.startswith("dustspot ") and not train_command.startswith("dustspot train"):

@@ -72,12 +72,8 @@ def save_weights(source, out_path):
 
     from . import export
     _, state, run = export.load_checkpoint(source)
-    summary = state.get("summary")
-    if summary is None and os.path.exists(os.path.join(run, "final.json")):
-        with open(os.path.join(run, "final.json")) as f:
-            summary = json.load(f)
     kept = {"model": {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()},
-            "config": state["config"], "summary": summary or {}}
+            "config": state["config"], "summary": export.load_summary(state, run)}
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     torch.save(kept, out_path)
     return kept

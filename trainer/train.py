@@ -71,9 +71,8 @@ def distill_loss(logits, teacher_prob):
 def load_teacher(path, device):
     """A frozen network of any architecture (trainer/weights/*.pt, model.pt) whose probabilities
     the student learns alongside the labels."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    teacher = models.build(state["config"]["spec"])
-    teacher.load_state_dict({k: v.float() for k, v in state["model"].items()})
+    from .export import load_checkpoint
+    teacher, _, _ = load_checkpoint(path)
     return teacher.to(device).eval().requires_grad_(False)
 
 
