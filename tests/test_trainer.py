@@ -32,7 +32,7 @@ def test_shadow_dust_takes_the_tone_of_the_scene_under_it():
     foliage and of its hue, not a black hole (realdust-dev's forest dust)."""
     rng = np.random.default_rng(0)
     scene = np.clip(rng.normal((20, 43, 26), 12, (64, 64, 3)), 0, 255).astype(np.float32)
-    canvas = synth._Canvas(scene.copy())
+    canvas = synth._Canvas(scene.copy(), 1.0)
     alpha = np.zeros((64, 64), np.float32)
     alpha[16:48, 16:48] = 1
     canvas.dust(alpha, 0, 0, tone=(0, 0, 0), opacity=1.0, shade=0.75)
@@ -69,6 +69,54 @@ def test_evaluation_photos_are_never_training_backgrounds(tmp_path):
         cv2.imwrite(str(folder / "1920x1080.jpg"), textured(60, 80))
     found = synth.load_backgrounds([str(tmp_path)])
     assert [os.path.relpath(p, tmp_path).split(os.sep)[0] for p in found] == ["Kite"]
+
+
+def test_a_photo_shipped_in_many_sizes_is_one_background_on_one_side_of_the_split(tmp_path):
+    from trainer import data
+    kite = tmp_path / "wallpapers" / "Kite" / "contents"
+    (kite / "images").mkdir(parents=True)
+    (kite / "images_dark").mkdir()
+    for size, (h, w) in (("1280x800", (80, 128)), ("2560x1600", (160, 256)), ("640x480", (48, 64))):
+        cv2.imwrite(str(kite / "images" / f"{size}.jpg"), textured(h, w))
+    cv2.imwrite(str(kite / "images_dark" / "2560x1600.jpg"), textured(160, 256) // 4)
+    cv2.imwrite(str(kite / "screenshot.jpg"), textured(64, 100))     # the package's preview
+    mate = tmp_path / "mate"
+    mate.mkdir()
+    cv2.imwrite(str(mate / "Elephants.jpg"), textured(80, 128))
+    cv2.imwrite(str(mate / "Elephants_3840x2160.jpg"), textured(216, 384))
+    cv2.imwrite(str(mate / "Silk.png"), textured(80, 128))
+
+    found = synth.load_backgrounds([str(tmp_path)])
+    assert [os.path.relpath(p, tmp_path) for p in found] == [
+        os.path.join("mate", "Elephants_3840x2160.jpg"), os.path.join("mate", "Silk.png"),
+        os.path.join("wallpapers", "Kite", "contents", "images", "2560x1600.jpg"),
+        os.path.join("wallpapers", "Kite", "contents", "images_dark", "2560x1600.jpg")]
+    assert [synth.scene_name(p) for p in found] == ["Elephants", "Silk", "Kite", "Kite"]
+    for valid_every in (1, 2, 3):    # whatever the hash says, both Kite variants land together
+        train, valid = data.split_backgrounds(found, valid_every)
+        sides = {("valid" if p in valid else "train") for p in found if synth.scene_name(p) == "Kite"}
+        assert len(sides) == 1
+
+
+def test_busy_scenes_get_their_share_of_the_pool(tmp_path, monkeypatch):
+    from trainer import data
+    smooth, busy = tmp_path / "smooth.png", tmp_path / "gravel.png"
+    cv2.imwrite(str(smooth), textured(600, 900, seed=2))
+    noise = np.random.default_rng(0).integers(0, 256, (1600, 2400, 1), dtype=np.uint8)
+    cv2.imwrite(str(busy), cv2.GaussianBlur(np.repeat(noise, 3, axis=2), (0, 0), 1.5))   # gravel-like
+    assert synth.scene_texture(cv2.imread(str(smooth))) < data.BUSY_TEXTURE
+    assert synth.scene_texture(cv2.imread(str(busy))) >= data.BUSY_TEXTURE
+
+    def pool_texture(share, backgrounds):
+        monkeypatch.setattr(data, "BUSY_SHARE", share)
+        folder = tmp_path / f"pool-{share}-{len(backgrounds)}"
+        images, _ = data.build_pool(str(folder), [str(p) for p in backgrounds], 96, 64, seed=0, workers=1)
+        assert data.pool_meta(str(folder))["busy_backgrounds"] == (["gravel.png"] if busy in backgrounds else [])
+        luma = [cv2.cvtColor(np.asarray(t), cv2.COLOR_BGR2GRAY).astype(np.float32) for t in images]
+        return np.mean([np.abs(y - cv2.GaussianBlur(y, (0, 0), 2)).mean() for y in luma])
+
+    # every chunk cut from the busy scene at share 1; dust and grain add texture to any tile
+    assert pool_texture(1.0, [smooth, busy]) > 1.5 * pool_texture(0.0, [smooth])
 
 
 def test_shrunk_inputs_keep_names_links_split_and_sprite_alpha(tmp_path):

@@ -17,17 +17,12 @@ import numpy as np
 from shared import defaults
 
 from . import export, validate
-from .synth import _luma
+from .synth import _luma, high_pass
 
 CROP = 512
 DISCS = 30
 SHADE = 0.7
 SPOT_THRESHOLD = 0.4
-
-
-def high_pass(img):
-    luma = _luma(img)
-    return float(np.abs(luma - cv2.GaussianBlur(luma, (0, 0), 2)).mean())
 
 
 def paste_discs(img, rng):

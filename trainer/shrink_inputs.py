@@ -4,8 +4,9 @@
 
 Backgrounds: every image under each PHOTO_FOLDER, re-encoded as JPEG at most LONG px on the
 long side, under its original relative name (OpenCV reads by content, so a `.png` name holding
-JPEG bytes still decodes) and with symbolic links kept: `data.split_backgrounds` splits by file
-name, so the train/validation split is the same as with the originals.  2048 px keeps the
+JPEG bytes still decodes) and with symbolic links kept: `data.split_backgrounds` splits by
+`synth.scene_name` (package folder or file name), so the train/validation split is the same as
+with the originals.  2048 px keeps the
 scene at about the working resolution (2016 px long side), which is what the tiles see.
 
 Sprites: only the alpha channel is kept (all `synth.SpriteBank` reads), in 32 levels, which

@@ -229,6 +229,9 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
                        "generator_sha1": data.file_sha1(synth.__file__),
                        "train_backgrounds": len(train_bg), "valid_backgrounds": len(valid_bg),
                        "valid_background_files": [os.path.basename(p) for p in valid_bg],
+                       "busy_share": data.BUSY_SHARE,
+                       "busy_train_backgrounds": data.pool_meta(os.path.join(run, "pool-train"))
+                       .get("busy_backgrounds", []),
                        "train": data.describe_pool(pools["train"][1]),
                        "valid": data.describe_pool(pools["valid"][1])}
         with open(os.path.join(run, "config.json"), "w") as f:
