@@ -78,6 +78,8 @@ def test_a_photo_shipped_in_many_sizes_is_one_background_on_one_side_of_the_spli
     (kite / "images_dark").mkdir()
     for size, (h, w) in (("1280x800", (80, 128)), ("2560x1600", (160, 256)), ("640x480", (48, 64))):
         cv2.imwrite(str(kite / "images" / f"{size}.jpg"), textured(h, w))
+    os.symlink("2560x1600.jpg", kite / "images" / "1024x768.jpg")   # KDE links sizes to one file
+    os.symlink("missing.jpg", kite / "images" / "800x600.jpg")       # dangling: skipped
     cv2.imwrite(str(kite / "images_dark" / "2560x1600.jpg"), textured(160, 256) // 4)
     cv2.imwrite(str(kite / "screenshot.jpg"), textured(64, 100))     # the package's preview
     mate = tmp_path / "mate"
@@ -92,10 +94,36 @@ def test_a_photo_shipped_in_many_sizes_is_one_background_on_one_side_of_the_spli
         os.path.join("wallpapers", "Kite", "contents", "images", "2560x1600.jpg"),
         os.path.join("wallpapers", "Kite", "contents", "images_dark", "2560x1600.jpg")]
     assert [synth.scene_name(p) for p in found] == ["Elephants", "Silk", "Kite", "Kite"]
-    for valid_every in (1, 2, 3):    # whatever the hash says, both Kite variants land together
+    # a folder called contents that is no KDE package; a file named only by its size
+    assert synth.scene_name(os.path.join("trips", "contents", "photos", "beach.jpg")) == "beach"
+    assert synth.scene_name(os.path.join("scans", "forest", "1920x1080.png")) == "forest"
+    # whatever the hash says (10**9: nothing hashes to validation, one scene is moved there),
+    # both Kite variants land on the same side
+    for valid_every in (1, 2, 3, 10 ** 9):
         train, valid = data.split_backgrounds(found, valid_every)
+        assert valid and train or valid_every == 1
         sides = {("valid" if p in valid else "train") for p in found if synth.scene_name(p) == "Kite"}
         assert len(sides) == 1
+
+
+def test_dust_hidden_in_texture_is_dont_care_in_training_only():
+    """A patch 15 levels darker than gravel of contrast ~30 is unseen there: don't-care in
+    training tiles (TEXTURE_VISIBLE), dust by realdust-dev's rule in frames; on a flat scene the
+    same patch is dust either way."""
+    rng = np.random.default_rng(0)
+    gravel = np.clip(120 + rng.normal(0, 30, (64, 64, 1)), 0, 255).repeat(3, axis=2).astype(np.float32)
+    flat = np.full((64, 64, 3), 120, np.float32)
+    alpha = np.zeros((20, 20), np.float32)
+    alpha[4:16, 4:16] = 1
+
+    def labelled(scene, texture_visible):
+        canvas = synth._Canvas(scene.copy(), 1.0, texture_visible)
+        canvas.dust(alpha, 22, 22, tone=np.zeros(3), opacity=0.125)      # 120 -> 105: 15 levels
+        return canvas.cover.max() == 1, canvas.faint.max() == 1
+
+    assert labelled(gravel, synth.TEXTURE_VISIBLE) == (False, True)
+    assert labelled(gravel, 0.0) == (True, False)
+    assert labelled(flat, synth.TEXTURE_VISIBLE) == (True, False)
 
 
 def test_busy_scenes_get_their_share_of_the_pool(tmp_path, monkeypatch):
@@ -106,17 +134,22 @@ def test_busy_scenes_get_their_share_of_the_pool(tmp_path, monkeypatch):
     cv2.imwrite(str(busy), cv2.GaussianBlur(np.repeat(noise, 3, axis=2), (0, 0), 1.5))   # gravel-like
     assert synth.scene_texture(cv2.imread(str(smooth))) < data.BUSY_TEXTURE
     assert synth.scene_texture(cv2.imread(str(busy))) >= data.BUSY_TEXTURE
+    reads = []
+    read_background = synth.read_background
+    monkeypatch.setattr(synth, "read_background", lambda path: reads.append(path) or read_background(path))
 
-    def pool_texture(share, backgrounds):
-        monkeypatch.setattr(data, "BUSY_SHARE", share)
-        folder = tmp_path / f"pool-{share}-{len(backgrounds)}"
-        images, _ = data.build_pool(str(folder), [str(p) for p in backgrounds], 96, 64, seed=0, workers=1)
-        assert data.pool_meta(str(folder))["busy_backgrounds"] == (["gravel.png"] if busy in backgrounds else [])
-        luma = [cv2.cvtColor(np.asarray(t), cv2.COLOR_BGR2GRAY).astype(np.float32) for t in images]
-        return np.mean([np.abs(y - cv2.GaussianBlur(y, (0, 0), 2)).mean() for y in luma])
+    def chunk_photos(share, seed):
+        """Which photo each chunk was cut from (workers=1: all in this process)."""
+        reads.clear()
+        folder = tmp_path / f"pool-{share}-{seed}"
+        data.build_pool(str(folder), [str(smooth), str(busy)], 96, 64, seed=seed, workers=1,
+                        busy_share=share)
+        assert data.pool_meta(str(folder))["busy_backgrounds"] == ["gravel"]
+        return [os.path.basename(p) for p in reads[2:]]       # after one texture read of each
 
-    # every chunk cut from the busy scene at share 1; dust and grain add texture to any tile
-    assert pool_texture(1.0, [smooth, busy]) > 1.5 * pool_texture(0.0, [smooth])
+    assert chunk_photos(1.0, 0) == ["gravel.png"] * 4
+    uniform = chunk_photos(0.0, 0) + chunk_photos(0.0, 1) + chunk_photos(0.0, 2)
+    assert 0 < uniform.count("gravel.png") < len(uniform)
 
 
 def test_shrunk_inputs_keep_names_links_split_and_sprite_alpha(tmp_path):
@@ -125,6 +158,9 @@ def test_shrunk_inputs_keep_names_links_split_and_sprite_alpha(tmp_path):
     photos.mkdir(parents=True)
     cv2.imwrite(str(photos / "3000x2000.png"), textured(2000, 3000, seed=1))
     os.symlink("3000x2000.png", photos / "1920x1080.png")
+    for name in ("Volna", "Opal"):                         # more scenes: a split to compare
+        (tmp_path / "photos" / name).mkdir()
+        cv2.imwrite(str(tmp_path / "photos" / name / f"{name}_1200x800.jpg"), textured(800, 1200, seed=2))
     sprites = tmp_path / "sprites" / "dirt"
     sprites.mkdir(parents=True)
     rgba = np.zeros((40, 40, 4), np.uint8)
@@ -143,6 +179,7 @@ def test_shrunk_inputs_keep_names_links_split_and_sprite_alpha(tmp_path):
     before = data.split_backgrounds(synth.load_backgrounds([str(tmp_path / "photos")]))
     after = data.split_backgrounds(synth.load_backgrounds([str(out / "bg" / "photos")]))
     assert [[os.path.basename(p) for p in s] for s in before] == [[os.path.basename(p) for p in s] for s in after]
+    assert sorted(synth.scene_name(p) for s in before for p in s) == ["Kite", "Opal", "Volna"]
     sprite = cv2.imread(str(out / "sprites" / "dirt" / "dirt-001.png"), cv2.IMREAD_UNCHANGED)
     assert not sprite[..., :3].any()                              # only the alpha is kept
     assert np.abs(sprite[..., 3].astype(int) - rgba[..., 3]).max() <= shrink_inputs.ALPHA_FLOOR

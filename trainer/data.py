@@ -14,10 +14,11 @@ import numpy as np
 from . import synth
 
 SAMPLES_PER_BACKGROUND = 24      # tiles cut from one decoded background (decode is the slow part)
-VALID_EVERY = 6                  # about one background in VALID_EVERY goes to validation
+VALID_EVERY = 6                  # about one scene (photo) in VALID_EVERY goes to validation
 # Busy scenes (foliage, gravel: synth.scene_texture >= BUSY_TEXTURE) are where the networks
 # miss most: dustspot-unet 0.4.0 finds 10 % of synthetic dust on them against 66 % on smooth
-# ones, yet they are ~5 % of the photos. BUSY_SHARE of the tile chunks are cut from them.
+# ones, yet they are ~5 % of the photos. BUSY_SHARE of the training tile chunks are cut from
+# them, on top of their share of the uniform draw (validation pools: uniform only).
 BUSY_TEXTURE = 6.0
 BUSY_SHARE = 0.25
 
@@ -29,7 +30,7 @@ def split_backgrounds(paths, valid_every=VALID_EVERY):
     for p in paths:
         h = int(hashlib.sha1(synth.scene_name(p).encode()).hexdigest(), 16)
         (valid if h % valid_every == 0 else train).append(p)
-    if not valid and len({synth.scene_name(p) for p in train}) > 1:     # one scene to validate on
+    if not valid and count_scenes(train) > 1:                        # one scene to validate on
         last = synth.scene_name(train[-1])
         valid = [p for p in train if synth.scene_name(p) == last]
         train = [p for p in train if synth.scene_name(p) != last]
@@ -44,17 +45,22 @@ def _arrays(folder, count, size, mode):
     return images, masks
 
 
+def count_scenes(paths):
+    return len({synth.scene_name(p) for p in paths})
+
+
 def _texture_of(path):
+    """synth.scene_texture of a background, None when it cannot be decoded."""
     img = synth.read_background(path)
-    return 0.0 if img is None else synth.scene_texture(img)
+    return None if img is None else synth.scene_texture(img)
 
 
 def _fill_chunk(args):
-    folder, count, size, seed, chunk, backgrounds, busy, sprite_dir = args
+    folder, count, size, seed, chunk, backgrounds, busy, busy_share, sprite_dir = args
     images, masks = _arrays(folder, count, size, "r+")
     rng = np.random.default_rng([seed, chunk])
     sprites = synth.SpriteBank(sprite_dir) if sprite_dir else None
-    choices = busy if busy and rng.random() < BUSY_SHARE else backgrounds
+    choices = busy if busy and rng.random() < busy_share else backgrounds
     bg = None
     while bg is None:
         bg = synth.read_background(choices[rng.integers(len(choices))])
@@ -71,8 +77,11 @@ def file_sha1(path):
         return hashlib.sha1(f.read()).hexdigest()
 
 
-def build_pool(folder, backgrounds, count, size, seed, sprite_dir=None, workers=2, progress=None):
+def build_pool(folder, backgrounds, count, size, seed, sprite_dir=None, workers=2, progress=None,
+               busy_share=BUSY_SHARE):
     """Generate `count` tiles into folder/{images,masks}.npy (reused when already complete)."""
+    if not backgrounds:
+        raise ValueError(f"{folder}: no background photos to cut tiles from")
     os.makedirs(folder, exist_ok=True)
     meta_path = os.path.join(folder, "pool.json")
     meta = {"count": count, "size": size, "seed": seed, "sprites": sprite_dir,
@@ -80,7 +89,7 @@ def build_pool(folder, backgrounds, count, size, seed, sprite_dir=None, workers=
             "backgrounds_sha1": hashlib.sha1("\n".join(backgrounds).encode()).hexdigest(),
             # a pool made by another version of the generator is not reused
             "generator_sha1": file_sha1(synth.__file__),
-            "busy_texture": BUSY_TEXTURE, "busy_share": BUSY_SHARE}
+            "busy_texture": BUSY_TEXTURE, "busy_share": busy_share}
     if os.path.exists(meta_path):
         stored = pool_meta(folder)
         stored.pop("busy_backgrounds", None)          # an outcome of the build, not an input
@@ -89,13 +98,16 @@ def build_pool(folder, backgrounds, count, size, seed, sprite_dir=None, workers=
         os.remove(meta_path)
     _arrays(folder, count, size, "w+")
     chunks = range((count + SAMPLES_PER_BACKGROUND - 1) // SAMPLES_PER_BACKGROUND)
-    with get_context("spawn").Pool(workers) if workers > 1 else _Serial() as pool:
+    with (get_context("spawn").Pool(workers) if workers > 1 else _Serial()) as pool:
         textures = pool.map(_texture_of, backgrounds)
-        busy = [p for p, t in zip(backgrounds, textures) if t >= BUSY_TEXTURE]
-        jobs = [(folder, count, size, seed, c, backgrounds, busy, sprite_dir) for c in chunks]
+        readable = [p for p, t in zip(backgrounds, textures) if t is not None]
+        if not readable:
+            raise ValueError(f"{folder}: none of the {len(backgrounds)} background photos decodes")
+        busy = [p for p, t in zip(backgrounds, textures) if t is not None and t >= BUSY_TEXTURE]
+        jobs = [(folder, count, size, seed, c, readable, busy, busy_share, sprite_dir) for c in chunks]
         for n in pool.imap_unordered(_fill_chunk, jobs):
             progress and progress(n)
-    meta["busy_backgrounds"] = [os.path.basename(p) for p in busy]
+    meta["busy_backgrounds"] = sorted({synth.scene_name(p) for p in busy})
     with open(meta_path, "w") as f:
         json.dump(meta, f)
     return load_pool(folder)
@@ -110,8 +122,11 @@ class _Serial:
     def __exit__(self, *exc):
         return False
 
-    map = staticmethod(lambda fn, items: list(map(fn, items)))
-    imap_unordered = staticmethod(map)
+    def map(self, fn, items):
+        return [fn(item) for item in items]
+
+    def imap_unordered(self, fn, items):
+        return (fn(item) for item in items)
 
 
 def pool_meta(folder):

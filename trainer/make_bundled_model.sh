@@ -35,6 +35,12 @@
 #             scan01); kept as a recipe for the next attempt
 # v3, v5 and v6 then choose the post-processing on held-out frames (validation photos only) and
 # try INT8.
+# Stages v1-v8 drew backgrounds per *file* (a photo shipped in 13 sizes counted 13 times) and
+# split them by file name; since commit d8b03b3 it is one file per photo, split by scene. Since
+# then a single file checked out from an older commit no longer fits the rest of trainer/: redo
+# v1-v8 in a worktree of the stage's commit (8ec58ec for v8), e.g.
+# `git worktree add ../dustspot-v8 8ec58ec && cd ../dustspot-v8 && STAGE=v8 trainer/make_bundled_model.sh`
+# (weights it needs from later commits: copy trainer/weights/ over).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

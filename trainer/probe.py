@@ -14,10 +14,8 @@ import argparse
 import cv2
 import numpy as np
 
-from shared import defaults
-
 from . import export, validate
-from .synth import _luma, high_pass
+from .synth import _luma, high_pass, to_working
 
 CROP = 512
 DISCS = 30
@@ -49,8 +47,7 @@ def probabilities(net, img):
 
 
 def probe(net, image, noises, crops, rng):
-    scale = defaults.WORKING_SIZE / max(image.shape[:2])
-    work = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA).astype(np.float32)
+    work = to_working(image).astype(np.float32)
     h, w = work.shape[:2]
     rows = []
     for _ in range(crops):

@@ -16,9 +16,11 @@ been downsized to that size):
    specks of ~1 working pixel survive as targets: sub-8 px spots are the known misses.
 4. Sometimes blur, sometimes JPEG re-compress.
 
-Dust that changes luminance by less than VISIBLE_MIN (of 255) on average is composited
-but not labelled: realdust-dev marks such dust as don't-care (< 10), and asking the
-model to find dust it cannot see teaches it to hallucinate in dark areas.
+Dust that changes luminance by less than VISIBLE_MIN (of 255) on average, or by less than
+TEXTURE_VISIBLE x the local contrast of the scene under it, is composited and labelled
+don't-care: realdust-dev marks dust changing < 10 levels so, and asking the model to find
+dust it cannot see teaches it to hallucinate in dark areas and to give up in busy ones.
+Whole frames (`dust_scan`, for evaluation) keep realdust-dev's rule alone.
 """
 import os
 import re
@@ -126,7 +128,7 @@ SCENE_BLOB_HUE = 0.12
 TEXT_PROB = 0.1
 TEXTURE_PROB = 0.15
 
-_SIZE_SUFFIX = re.compile(r"[_-]?\d+x\d+$")        # Name_3840x2160: one size of Name
+_SIZE_SUFFIX = re.compile(r"[_\- ]?\d+[xX]\d+$")   # Name_3840x2160: one size of Name
 PREVIEW_PREFIX = "screenshot"                     # KDE packages' thumbnails of their photo
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
 # The evaluation set's photos (realdust-dev and its held-out twin) come from these
@@ -153,14 +155,19 @@ def _excluded(path: str) -> bool:
 
 def scene_name(path: str) -> str:
     """The photo a file shows, whatever size it ships in: a KDE wallpaper package's folder
-    name (<Name>/contents/images/1920x1080.jpg), else the file name less a WxH suffix
-    (mate's Elephants_3840x2160.jpg). Location-free, so a copied tree splits the same."""
-    parts = os.path.normpath(path).split(os.sep)
-    package = [i for i, part in enumerate(parts[:-1]) if part == "contents" and i > 0]
-    if package:
-        return parts[package[-1] - 1]
+    name (<Name>/contents/images[_dark]/1920x1080.jpg), else the file name less a WxH suffix
+    (mate's Elephants_3840x2160.jpg), or its folder's name when the name is only a size.
+    Location-free, so a copied tree splits the same."""
+    parts = os.path.normpath(os.path.abspath(path)).split(os.sep)
+    if len(parts) >= 4 and parts[-3] == "contents" and parts[-2].startswith("images"):
+        return parts[-4]
     stem = os.path.splitext(parts[-1])[0]
-    return _SIZE_SUFFIX.sub("", stem) or stem
+    return _SIZE_SUFFIX.sub("", stem) or parts[-2]
+
+
+def _preference(path: str):
+    """Larger file first; of equal ones (KDE links small sizes to the large file) the real one."""
+    return os.path.getsize(path), not os.path.islink(path)
 
 
 def load_backgrounds(paths) -> list:
@@ -179,10 +186,11 @@ def load_backgrounds(paths) -> list:
     largest = {}
     for f in sorted(set(found)):
         name = os.path.basename(f).lower()
-        if not name.endswith(IMAGE_EXTENSIONS) or name.startswith(PREVIEW_PREFIX) or _excluded(f):
+        if (not name.endswith(IMAGE_EXTENSIONS) or name.startswith(PREVIEW_PREFIX) or _excluded(f)
+                or not os.path.isfile(f)):                # a dangling link is no photo
             continue
         key = (os.path.dirname(f), scene_name(f))      # images/ and images_dark/ are two variants
-        if key not in largest or os.path.getsize(f) > os.path.getsize(largest[key]):
+        if key not in largest or _preference(f) > _preference(largest[key]):
             largest[key] = f
     return sorted(largest.values())
 
@@ -654,7 +662,7 @@ def _truth(cover, faint, coverage):
 
 def make_sample(background_bgr_uint8, rng: np.random.Generator, sprites=None, out_size: int = 256):
     """One synthetic training tile: (image BGR uint8 [S,S,3], mask uint8 [S,S]: 255 dust,
-    128 dust too faint to see (don't care), 0 clean)."""
+    128 dust too faint to see or hidden in texture (don't care), 0 clean)."""
     native_long = rng.uniform(*NATIVE_LONG)
     scale = native_long / REFERENCE_LONG * rng.uniform(*SIZE_JITTER)
     img = _crop(rng, background_bgr_uint8, out_size, native_long)

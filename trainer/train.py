@@ -154,17 +154,18 @@ def plot_metrics(run):
 
 
 def prepare_pools(run, backgrounds, sprite_dir, tile, pool, valid_pool, seed, workers, echo=print):
-    """Split backgrounds by file and build (or reuse) the training and validation pools."""
+    """Split backgrounds by scene and build (or reuse) the training and validation pools."""
     paths = synth.load_backgrounds(backgrounds)
-    if len(paths) < 2:
-        raise ValueError("need at least 2 background images (one goes to validation)")
+    if data.count_scenes(paths) < 2:
+        raise ValueError("need background photos of at least 2 scenes (one goes to validation)")
     train_bg, valid_bg = data.split_backgrounds(paths)
     from tqdm import tqdm
     pools = {}
-    for name, bgs, count, s in (("valid", valid_bg, valid_pool, seed + 1), ("train", train_bg, pool, seed)):
+    for name, bgs, count, s, busy_share in (("valid", valid_bg, valid_pool, seed + 1, 0.0),
+                                            ("train", train_bg, pool, seed, data.BUSY_SHARE)):
         with tqdm(total=count, desc=f"synth {name}", file=sys.stderr) as bar:
             pools[name] = data.build_pool(os.path.join(run, f"pool-{name}"), bgs, count, tile, s,
-                                          sprite_dir, workers, bar.update)
+                                          sprite_dir, workers, bar.update, busy_share=busy_share)
     echo(f"backgrounds: {len(train_bg)} train, {len(valid_bg)} validation")
     return pools, train_bg, valid_bg
 
@@ -229,8 +230,9 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
                        "generator_sha1": data.file_sha1(synth.__file__),
                        "train_backgrounds": len(train_bg), "valid_backgrounds": len(valid_bg),
                        "valid_background_files": [os.path.basename(p) for p in valid_bg],
+                       "valid_scenes": sorted({synth.scene_name(p) for p in valid_bg}),
                        "busy_share": data.BUSY_SHARE,
-                       "busy_train_backgrounds": data.pool_meta(os.path.join(run, "pool-train"))
+                       "busy_train_scenes": data.pool_meta(os.path.join(run, "pool-train"))
                        .get("busy_backgrounds", []),
                        "train": data.describe_pool(pools["train"][1]),
                        "valid": data.describe_pool(pools["valid"][1])}
