@@ -25,6 +25,7 @@ from scipy import ndimage
 
 from . import data, export, synth, validate
 from .probe import SPOT_THRESHOLD
+
 TEXTURE_BANDS = (0.0, 2.0, 4.0, 6.0, float("inf"))
 MIN_OBJECTS = 20          # photos where the dust is nearly all invisible say nothing
 

@@ -427,7 +427,7 @@ class _Canvas:
         if placed is None:
             return
         sl, a = placed
-        texture = self.busy()[0][sl] if label else None
+        texture = self.busy()[0][sl] if label and self.texture_visible else None
         roi = self.img[sl]
         before = _luma(roi)
         aa = (a * opacity)[..., None]
@@ -448,7 +448,8 @@ class _Canvas:
         if not core.any():
             return
         change = np.abs(_luma(roi) - before)[core].mean()
-        visible = change >= max(VISIBLE_MIN, self.texture_visible * float(texture[core].mean()))
+        hidden_below = 0.0 if texture is None else self.texture_visible * float(texture[core].mean())
+        visible = change >= max(VISIBLE_MIN, hidden_below)
         target_map = self.cover if visible else self.faint
         np.maximum(target_map[sl], core.astype(np.float32), out=target_map[sl])
 
