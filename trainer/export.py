@@ -102,7 +102,7 @@ def manifest_fields(state, run, net, command):
                               "background_sources": cfg.get("backgrounds"),
                               "sprites": cfg.get("sprites"),
                               "train_tiles": cfg.get("pool"), "valid_tiles": cfg.get("valid_pool"),
-                              **{k: v for k, v in data.items() if k != "valid_background_files"}},
+                              **{k: v for k, v in data.items() if k != "valid_background_files"}},   # runs before d8b03b3
                      "loss": cfg.get("loss"), "optimizer": cfg.get("optimizer"),
                      "batch": cfg.get("batch"), "steps": summary.get("step"),
                      "minutes": summary.get("minutes"), "tiles_seen": summary.get("tiles_seen"),

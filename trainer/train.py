@@ -229,7 +229,6 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
         cfg["data"] = {"generator": "trainer.synth.make_sample",
                        "generator_sha1": data.file_sha1(synth.__file__),
                        "train_backgrounds": len(train_bg), "valid_backgrounds": len(valid_bg),
-                       "valid_background_files": [os.path.basename(p) for p in valid_bg],
                        "valid_scenes": sorted({synth.scene_name(p) for p in valid_bg}),
                        "busy_share": data.BUSY_SHARE,
                        "busy_train_scenes": data.pool_meta(os.path.join(run, "pool-train"))
