@@ -331,3 +331,54 @@ def test_probe_pastes_dim_discs_and_counts_the_found_ones():
     half = mask.astype(np.float32) * (np.arange(probe.CROP)[None, :] < probe.CROP // 2)
     assert 0 < probe.found_share(half, mask) < 1
     assert probe.found_share(np.zeros(mask.shape, np.float32), mask) == 0.0
+
+
+def test_full_resolution_branch_starts_as_its_unet_and_trains_alone(tmp_path):
+    """unet-fullres warm-started from a plain Unet: the same output at first; with --freeze-init
+    only the branch learns (weights and batch-norm statistics of the Unet stay put); exports to IR."""
+    import torch
+    from trainer import export, train
+    from trainer import model as models
+    torch.manual_seed(0)
+    spec = {"arch": "unet", "encoder": "efficientnet-b1", "decoder_channels": [16, 8, 8, 8, 8]}
+    base = models.build(spec).eval()
+    init = tmp_path / "base.pt"
+    torch.save({"model": base.state_dict(), "config": {"spec": spec}}, init)
+
+    wide = models.build({**spec, "arch": "unet-fullres"})
+    loaded = train.load_init(wide, str(init), wide.spec)
+    x = torch.rand(2, 3, 64, 64)
+    wide.eval()
+    with torch.no_grad():
+        assert torch.equal(wide(x), base(x))
+    frozen_modules = train.freeze(wide, loaded)
+    trainable = {n for n, p in wide.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith(("net.detail.", "net.fuse.")) for n in trainable)
+    before = {k: v.clone() for k, v in wide.state_dict().items()}
+    opt = torch.optim.AdamW([p for p in wide.parameters() if p.requires_grad], lr=1e-2)
+    target = torch.zeros(2, 1, 64, 64)
+    target[:, :, 30:33, 30:33] = 1
+    train.train_mode(wide, frozen_modules)
+    for _ in range(3):
+        loss = train.loss_fn(wide(x), target, torch.ones_like(target))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = wide.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in loaded)           # running stats too
+    assert any(not torch.equal(before[k], after[k]) for k in after if k.startswith("net.fuse."))
+
+    with torch.no_grad():
+        wide.eval()
+        assert not torch.equal(wide(x), base(x))
+    xml = export.to_ir(wide, str(tmp_path / "model.xml"))
+    assert export.check_ir(xml, wide, size=64) < 1e-3
+
+    # a network that extends nothing refuses another architecture's weights
+    other = models.build({**spec, "arch": "unetplusplus"})
+    try:
+        train.load_init(other, str(init), other.spec)
+    except ValueError as e:
+        assert "--init" in str(e)
+    else:
+        raise AssertionError("unetplusplus took unet weights")

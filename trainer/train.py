@@ -179,9 +179,39 @@ def evaluate(net, pool, device, amp):
 def load_init(net, path, spec):
     """Warm start: weights of an earlier run (model.pt / checkpoint.pt / trainer/weights/*.pt)."""
     state = torch.load(path, map_location="cpu", weights_only=False)
-    if state.get("config", {}).get("spec") != spec:
-        raise ValueError(f"--init {path}: network {state.get('config', {}).get('spec')} != {spec}")
-    net.load_state_dict({k: v.float() for k, v in state["model"].items()})
+    init_spec = state.get("config", {}).get("spec")
+    weights = {k: v.float() for k, v in state["model"].items()}
+    if init_spec == spec:
+        net.load_state_dict(weights)
+        return set(weights)
+    base = models.ARCHITECTURES[spec["arch"]].get("extends")
+    if base is None or init_spec != {**spec, "arch": base}:
+        raise ValueError(f"--init {path}: network {init_spec} != {spec}")
+    # a network that extends the init's: every init weight must find its place
+    _missing, unexpected = net.load_state_dict(weights, strict=False)
+    if unexpected:
+        raise ValueError(f"--init {path}: weights {unexpected[:3]}... have no place in {spec}")
+    return set(weights)
+
+
+def freeze(net, names):
+    """Stop training the parameters in `names` (from --init). Returns the modules left entirely
+    frozen: train_mode keeps those in eval mode, so their batch-norm statistics stay the init's."""
+    frozen_modules = []
+    for module_name, module in net.named_modules():
+        own = [f"{module_name}.{n}" if module_name else n for n, _ in module.named_parameters()]
+        if own and all(n in names for n in own):
+            frozen_modules.append(module)
+    for name, param in net.named_parameters():
+        if name in names:
+            param.requires_grad_(False)
+    return frozen_modules
+
+
+def train_mode(net, frozen_modules=()):
+    net.train()
+    for module in frozen_modules:
+        module.eval()
 
 
 def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None, minutes=None,
@@ -190,7 +220,7 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
           threads=THREADS, workers=WORKERS, seed=SEED, device="auto", amp=None, resume=False,
           checkpoint_minutes=CHECKPOINT_MINUTES, eval_minutes=EVAL_MINUTES, command=None,
           echo=print, datasets=(), real_fraction=REAL_FRACTION, init=None, stop_minutes=None,
-          teacher=None, distill_weight=DISTILL_WEIGHT):
+          teacher=None, distill_weight=DISTILL_WEIGHT, freeze_init=False):
     if not steps and not minutes:
         raise ValueError("give --steps or --minutes (or both)")
     os.makedirs(run, exist_ok=True)
@@ -220,7 +250,8 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
                "backgrounds": list(backgrounds), "sprites": sprite_dir,
                "working_size": synth.WORKING_SIZE, "command": command,
                "datasets": [os.path.abspath(d) for d in datasets], "real_fraction": real_fraction,
-               "init": init, "teacher": teacher, "distill_weight": distill_weight if teacher else None}
+               "init": init, "freeze_init": bool(init and freeze_init),
+               "teacher": teacher, "distill_weight": distill_weight if teacher else None}
         if teacher:
             cfg["loss"] += f" + {distill_weight:g}*BCE(teacher probability)"
     pools, train_bg, valid_bg = prepare_pools(run, cfg["backgrounds"], cfg["sprites"], cfg["tile"],
@@ -248,11 +279,19 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
 
     torch.manual_seed(cfg["seed"])
     net = models.build(cfg["spec"]).to(device)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg["lr"], weight_decay=WEIGHT_DECAY)
     step, elapsed, tiles_seen = 0, 0.0, 0
-    if state is None and cfg.get("init"):
-        load_init(net, cfg["init"], cfg["spec"])
-        echo(f"initialised from {cfg['init']}")
+    frozen_modules = []
+    if cfg.get("init") and (state is None or cfg.get("freeze_init")):
+        # a resumed run rebuilds which parameters are frozen from the init's names
+        loaded = load_init(net, cfg["init"], cfg["spec"])
+        if state is None:
+            echo(f"initialised from {cfg['init']}")
+        if cfg.get("freeze_init"):
+            frozen_modules = freeze(net, loaded)
+            echo(f"frozen: the {len(loaded)} tensors from --init; training "
+                 f"{sum(p.numel() for p in net.parameters() if p.requires_grad):,} parameters")
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=cfg["lr"],
+                            weight_decay=WEIGHT_DECAY)
     teacher_net = load_teacher(cfg["teacher"], device) if cfg.get("teacher") else None
     if teacher_net is not None:
         echo(f"distilling from {cfg['teacher']} ({cfg['distill_weight']:g} x BCE on its probabilities)")
@@ -280,7 +319,7 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
                mininterval=10)
     last_ckpt = last_eval = elapsed
     window_t, window_n, window_loss = time.time(), 0, []
-    net.train()
+    train_mode(net, frozen_modules)
     stop_s = (stop_minutes or 0) * 60             # stop early, schedule unchanged (a staged recipe)
     while progress() < 1.0 and not (stop_s and elapsed >= stop_s):
         t0 = time.time()
@@ -329,7 +368,7 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
             _log(run, {"step": step, "minutes": elapsed / 60, **{f"valid_{k}": v for k, v in s.items()}})
             echo(f"step {step}: valid {s}")
             last_eval = elapsed
-            net.train()
+            train_mode(net, frozen_modules)
             window_t = time.time()
     bar.close()
     checkpoint()

@@ -5,7 +5,7 @@ import click
 
 from .. import settings
 
-ARCHITECTURES = ("unet", "unetplusplus")      # trainer.model.ARCHITECTURES, without importing torch
+ARCHITECTURES = ("unet", "unetplusplus", "unet-fullres")      # trainer.model.ARCHITECTURES, without importing torch
 
 
 def _command_line(name):
@@ -43,6 +43,8 @@ def _command_line(name):
               help="labelled tiles from `dustspot prepare` (repeatable), mixed into every batch")
 @click.option("--init", default=None, type=click.Path(exists=True, dir_okay=False),
               help="start from these weights (an earlier run's model.pt or trainer/weights/*.pt)")
+@click.option("--freeze-init", is_flag=True,
+              help="train only what --init lacks (a unet-fullres branch on a unet): ~3x faster on CPU")
 @click.option("--stop-minutes", default=None, type=float,
               help="stop (checkpoint, evaluate, model.pt) after this much training time; the learning-rate "
                    "schedule still follows --minutes/--steps")
@@ -54,7 +56,7 @@ def _command_line(name):
 def train(backgrounds, run_dir, sprites, tile, batch, steps, minutes, lr, arch, encoder,
           decoder_channels, pool, valid_pool, threads, workers, seed, device, amp, resume,
           checkpoint_minutes, eval_minutes, datasets, init, stop_minutes, real_fraction, teacher,
-          distill_weight):
+          distill_weight, freeze_init):
     """Train on synthetic dust composited onto BACKGROUNDS (image files or folders)."""
     from .. import train as training          # torch: only when the command runs
     decoder = tuple(int(c) for c in decoder_channels.split(","))
@@ -62,7 +64,8 @@ def train(backgrounds, run_dir, sprites, tile, batch, steps, minutes, lr, arch, 
                    decoder, pool, valid_pool, threads, workers, seed, device, amp, resume,
                    checkpoint_minutes, eval_minutes, command=_command_line("train"),
                    echo=click.echo, datasets=datasets, real_fraction=real_fraction,
-                   init=init, stop_minutes=stop_minutes, teacher=teacher, distill_weight=distill_weight)
+                   init=init, stop_minutes=stop_minutes, teacher=teacher, distill_weight=distill_weight,
+                   freeze_init=freeze_init)
 
 
 if __name__ == "__main__":
