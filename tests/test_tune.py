@@ -20,6 +20,28 @@ def test_spot_threshold_keeps_only_components_with_a_confident_pixel():
     assert len(spots) == 3 and np.array_equal(kept, mask)
 
 
+def test_spots_found_in_crops_equal_spots_found_on_the_whole_mask(monkeypatch):
+    """find_spots labels crops around the spots when that is cheaper: the same spots and the same
+    mask as labelling everything, including spots on the image edge, spots that share a crop,
+    a hair longer than any cell, and the faint spots hysteresis drops."""
+    from shared import spots as spots_module
+    rng = np.random.default_rng(3)
+    prob8 = cv2.GaussianBlur(rng.random((301, 457)).astype(np.float32), (0, 0), 1.5)
+    prob8 = cv2.normalize(prob8, None, 0, 200, cv2.NORM_MINMAX).astype(np.uint8)
+    cv2.line(prob8, (3, 290), (450, 10), 240, 2)                  # one long component
+    prob8[0:3, 100:104] = 250                                      # on the top edge
+    prob8[298:301, 454:457] = 120                                  # faint, in the corner
+    results = {}
+    for path, crop_cost in (("whole", 1e9), ("crops", 0.0)):
+        monkeypatch.setattr(spots_module, "CROP_S", crop_cost)
+        assert (spots_module._crops_around_spots(threshold_mask(prob8, 0.5)) is None) == (path == "whole")
+        results[path] = find_spots(threshold_mask(prob8, 0.5), prob8, min_area=3, min_peak=0.7)
+    (whole, whole_mask), (crops, crops_mask) = results["whole"], results["crops"]
+    assert len(whole) > 5 and whole == crops and np.array_equal(whole_mask, crops_mask)
+    assert any(s["bbox"][1] == 0 for s in whole) and any(s["bbox"][2] > 400 for s in whole)
+    assert not whole_mask[298:, 454:].any() and (whole_mask != threshold_mask(prob8, 0.5)).any()
+
+
 def test_tuning_picks_settings_that_drop_faint_false_spots(tmp_path, registry_root):
     """Identity model (probability = blue channel): dust is bright, false spots are dimmer."""
     (tmp_path / "images").mkdir()
