@@ -373,6 +373,14 @@ def test_full_resolution_branch_starts_as_its_unet_and_trains_alone(tmp_path):
         assert not torch.equal(wide(x), base(x))
     xml = export.to_ir(wide, str(tmp_path / "model.xml"))
     assert export.check_ir(xml, wide, size=64) < 1e-3
+    # INT8 keeps the convolutions next to the pixels and to the probability in floating point:
+    # the stem and the segmentation head, and here the detail branch's first and the fuse's last
+    import openvino as ov
+    from trainer.quantize import stem_and_head
+    kept = stem_and_head(ov.Core().read_model(xml))
+    base_kept = stem_and_head(ov.Core().read_model(export.to_ir(base, str(tmp_path / "base.xml"))))
+    assert len(base_kept) == 2 and any("segmentation_head" in n for n in base_kept)
+    assert len(kept) == 4 and any("fuse.3" in n for n in kept)
 
     # a network that extends nothing refuses another architecture's weights
     other = models.build({**spec, "arch": "unetplusplus"})

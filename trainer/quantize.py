@@ -6,8 +6,8 @@ model is then scored beside the FP16 one (held-out frames through the real pipel
 export has them, else the held-out synthetic tile pool); when its object recall or object
 precision drops by more than MAX_DROP it is not published.
 
-The stem convolution (it sees raw pixels, where faint dust is a few levels) and the
-segmentation head (its output is the probability the threshold cuts) stay in floating point:
+The stem convolutions (they see raw pixels, where faint dust is a few levels) and the
+head convolutions (their output is the probability the threshold cuts) stay in floating point:
 the usual first/last-layer exception of post-training quantization.
 """
 import numpy as np
@@ -42,10 +42,29 @@ def quantize(fp16_xml: str, calibration: np.ndarray, out_xml: str) -> str:
     return out_xml
 
 
+# ops a pixel value passes through unchanged in kind: normalisation, bias, precision casts,
+# and the sum + sigmoid that turn head outputs into the probability
+_PASS_THROUGH = {"Add", "Subtract", "Multiply", "Divide", "Convert", "Sigmoid"}
+
+
 def stem_and_head(model) -> list[str]:
-    """Names of the first and the last convolution of an OpenVINO model."""
-    convs = [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() == "Convolution"]
-    return [convs[0], convs[-1]] if convs else []
+    """Names of the convolutions that see the input pixels (the encoder's stem; unet-fullres's
+    detail branch too) and of those whose output is the probability (the segmentation head;
+    unet-fullres's fuse layer too): between them and the model's input or output lie only
+    element-wise ops."""
+    def reaches_input(node):
+        while node.get_type_name() in _PASS_THROUGH:
+            node = node.input_value(0).get_node()
+        return node.get_type_name() == "Parameter"
+
+    def reaches_output(node):
+        targets = [t.get_node() for out in node.outputs() for t in out.get_target_inputs()]
+        return any(t.get_type_name() == "Result"
+                   or (t.get_type_name() in _PASS_THROUGH and reaches_output(t)) for t in targets)
+
+    convs = [op for op in model.get_ordered_ops() if op.get_type_name() == "Convolution"]
+    return [op.get_friendly_name() for op in convs
+            if reaches_input(op.input_value(0).get_node()) or reaches_output(op)]
 
 
 def drops(fp16: dict, int8: dict) -> dict:
