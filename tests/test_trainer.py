@@ -240,14 +240,20 @@ def test_train_export_publish_segment(tmp_path):
     assert all(set(np.unique(t)) <= {0, 128, 255} for t in truths.values())
     assert (truths["scan000.png"] == 255).any() and not truths["clean002.png"].any()
     run(["export", str(run_dir), "--registry", str(registry), "--name", "tiny", "--version", "0.0.2",
-         "--frames", str(frames)])
+         "--frames", str(frames), "--working-sizes", "256,320"])
     tuned = json.loads((registry / "tiny" / "0.0.2" / "manifest.json").read_text())
-    assert tuned["metrics"]["heldout_frames"]["frames"] == 3
+    held = tuned["metrics"]["heldout_frames"]
+    assert held["frames"] == 3
     assert {"threshold", "spot_threshold", "min_area"} <= set(tuned["recommended"])
+    # the working size is tuned too: each size with its own post-processing, the best recommended
+    sizes = held["by_working_size"]
+    assert set(sizes) == {"256", "320"} and tuned["recommended"]["working_size"] == held["working_size"]
+    assert held["objective"] == sizes[str(held["working_size"])]["objective"]
 
     # INT8 (NNCF) judged against FP16 on the same frames: published within a point, else refused
     res = subprocess.run([sys.executable, "-m", "shared.cli", "export", str(run_dir), "--registry", str(registry),
-                          "--name", "tiny", "--version", "0.0.3", "--no-latest", "--frames", str(frames), "--int8"],
+                          "--name", "tiny", "--version", "0.0.3", "--no-latest", "--frames", str(frames),
+                          "--working-sizes", "256", "--int8"],
                          capture_output=True, text=True, timeout=600)
     assert (registry / "tiny" / "0.0.3" / "manifest.json").exists()
     assert "INT8 vs FP16 on 3 held-out frames" in res.stdout, res.stderr[-2000:]
@@ -285,7 +291,7 @@ def test_train_export_publish_segment(tmp_path):
 
     cv2.imwrite(str(tmp_path / "scan.jpg"), textured(200, 300, seed=5))
     run(["segment", str(tmp_path / "scan.jpg"), "--out", str(tmp_path / "out"), "--model", "tiny",
-         "--registry", str(registry), "--size", "256", "-q"])
+         "--registry", str(registry), "-q"])
     out_mask = cv2.imread(str(tmp_path / "out" / "scan.mask.png"), cv2.IMREAD_UNCHANGED)
     assert out_mask.shape == (200, 300)
     report = json.loads((tmp_path / "out" / "scan.json").read_text())
@@ -293,6 +299,7 @@ def test_train_export_publish_segment(tmp_path):
     assert report["settings"]["spot_threshold"] == max(tuned["recommended"]["threshold"],
                                                        tuned["recommended"]["spot_threshold"])
     assert report["settings"]["min_area"] == tuned["recommended"]["min_area"]
+    assert report["settings"]["working_size"] == tuned["recommended"]["working_size"]
 
 
 def test_distillation_loss_is_least_at_the_teacher_probabilities():

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from . import model as models
-from . import stages
+from . import settings, stages
 
 EXAMPLE_SIZE = 256
 CHECK_SIZE = 512             # the IR is compiled and run once at this size before publishing
@@ -122,11 +122,12 @@ def manifest_fields(state, run, net, command):
 
 
 def export(source, registry, name, version, command=None, make_latest=True, echo=print,
-           int8=False, int8_latest=False, frames=None):
+           int8=False, int8_latest=False, frames=None, working_sizes=settings.EXPORT_WORKING_SIZES,
+           calibration_pool=None):
     """Convert SOURCE (run folder or checkpoint) and publish it as name:version in registry.
 
-    With frames, the recommended threshold / spot threshold / min area are chosen on those
-    held-out frames first. With int8, also quantize (NNCF PTQ) and publish name:version-int8
+    With frames, the recommended working size / threshold / spot threshold / min area are
+    chosen on those held-out frames first. With int8, also quantize (NNCF PTQ) and publish name:version-int8
     when its object recall and precision are within 1 point of the FP16 model's (on the
     frames with the recommended post-processing, else on the held-out synthetic tiles)."""
     from shared import registry as reg
@@ -138,54 +139,72 @@ def export(source, registry, name, version, command=None, make_latest=True, echo
         echo(f"IR check: 1x3x{CHECK_SIZE}x{CHECK_SIZE} ok, max |ov - torch| = {diff:.4f}")
         fields["export_check"] = {"size": CHECK_SIZE, "max_abs_diff_vs_torch": diff}
         if frames:
-            tune_on_frames(xml, frames, fields, echo)
+            tune_on_frames(xml, frames, fields, echo, working_sizes)
         handle = reg.publish(registry, name, version, xml, fields, make_latest=make_latest)
         echo(f"published {name}:{version} -> {handle.folder}")
         if int8:
             publish_int8(run, registry, name, version, xml, fields, make_latest=int8_latest, echo=echo,
-                         frames_dir=frames)
+                         frames_dir=frames, calibration_pool=calibration_pool)
     return handle
 
 
-def candidate_frames(xml, fields, frames_dir):
-    """Held-out frames' probability maps from an IR loaded exactly as the pipeline loads a model."""
+def candidate_frames(xml, fields, frames_dir, options=None):
+    """Held-out frames' probability maps from an IR loaded exactly as the pipeline loads a model
+    (with its recommended settings, unless `options` say otherwise)."""
     from shared import registry as reg
 
     from . import tune
     with tempfile.TemporaryDirectory() as scratch:
         candidate = reg.publish(scratch, "candidate", "0", xml, fields, make_latest=False)
-        return tune.frame_probabilities(candidate.folder, frames_dir)
+        return tune.frame_probabilities(candidate.folder, frames_dir, options=options)
 
 
-def tune_on_frames(xml, frames_dir, fields, echo=print):
-    """Choose threshold / spot threshold / min area on held-out frames; record them and the figures."""
+def tune_on_frames(xml, frames_dir, fields, echo=print, working_sizes=None):
+    """Choose working size / threshold / spot threshold / min area on held-out frames; record
+    them and the figures. Each working size gets its own tuned post-processing; the sizes are
+    then compared by the same rule (clean-frame bound first, then the objective)."""
+    from shared.pipeline import SegmentOptions
+
     from . import tune
-    frames = candidate_frames(xml, fields, frames_dir)
-    result = tune.tune(frames)
-    best = result["best"]
-    fields["recommended"].update(threshold=best["threshold"], spot_threshold=best["spot_threshold"],
-                                 min_area=best["min_area"])
+    sizes = list(working_sizes or [fields["recommended"]["working_size"]])
+    results = {}
+    for size in sizes:
+        frames = candidate_frames(xml, fields, frames_dir, SegmentOptions(working_size=size))
+        results[size] = tune.tune(frames)
+        best = results[size]["best"]
+        echo(f"working size {size}: objective {best['objective']:.4f}, object recall "
+             f"{best['object_recall']:.3f}, precision {best['object_precision']:.3f}, Dice "
+             f"{best['pixel_dice']:.3f}, clean {best['clean_fp_per_mp']} FP/MP")
+    size = max(sizes, key=lambda w: (results[w]["clean_bound_met"] is not False, results[w]["best"]["objective"]))
+    result, best = results[size], results[size]["best"]
+    fields["recommended"].update(working_size=size, threshold=best["threshold"],
+                                 spot_threshold=best["spot_threshold"], min_area=best["min_area"])
     fields["metrics"]["heldout_frames"] = {
-        "folder": os.path.abspath(frames_dir), "frames": len(frames),
+        "folder": os.path.abspath(frames_dir), "frames": len(result["frames"]), "working_size": size,
         "chosen_by": tune.__doc__.split("Objective: ")[1].split("\n\n")[0].replace("\n", " "),
         "clean_bound_met": result["clean_bound_met"], **best}
-    echo(f"tuned on {len(frames)} held-out frames: threshold {best['threshold']}, spot threshold "
-         f"{best['spot_threshold']}, min area {best['min_area']}: object recall {best['object_recall']:.3f}, "
-         f"precision {best['object_precision']:.3f}, Dice {best['pixel_dice']:.3f}, "
-         f"clean {best['clean_fp_per_mp']} FP/MP")
+    if len(sizes) > 1:
+        keys = ("threshold", "spot_threshold", "min_area", "objective", "object_recall",
+                "object_precision", "pixel_dice", "clean_fp_per_mp")
+        fields["metrics"]["heldout_frames"]["by_working_size"] = {
+            str(w): {k: results[w]["best"][k] for k in keys} for w in sizes}
+    echo(f"tuned on {len(result['frames'])} held-out frames: working size {size}, threshold "
+         f"{best['threshold']}, spot threshold {best['spot_threshold']}, min area {best['min_area']}: "
+         f"object recall {best['object_recall']:.3f}, precision {best['object_precision']:.3f}, "
+         f"Dice {best['pixel_dice']:.3f}, clean {best['clean_fp_per_mp']} FP/MP")
     return result
 
 
 def publish_int8(run, registry, name, version, fp16_xml, fields, make_latest=False, echo=print,
-                 frames_dir=None):
+                 frames_dir=None, calibration_pool=None):
     """Quantize, compare with FP16 (held-out frames with the recommended post-processing when
     given, else the held-out tile pool), publish as <version>-int8 if within quantize.MAX_DROP."""
     from shared import registry as reg
     from shared.errors import ModelError
 
     from . import data, quantize
-    train_images, _ = data.load_pool(os.path.join(run, "pool-train"))
-    valid_images, valid_masks = data.load_pool(os.path.join(run, "pool-valid"))
+    calibration_pool = calibration_pool or os.path.join(run, "pool-train")
+    train_images, _ = data.load_pool(calibration_pool)
     rng = np.random.default_rng(0)
     pick = np.sort(rng.choice(len(train_images), min(quantize.CALIBRATION_TILES, len(train_images)), replace=False))
     threshold = fields["recommended"]["threshold"]
@@ -197,6 +216,7 @@ def publish_int8(run, registry, name, version, fp16_xml, fields, make_latest=Fal
             int8_fields["metrics"] = {**fields["metrics"],
                                       "heldout_frames": {**fields["metrics"]["heldout_frames"], **int8_metrics}}
         else:
+            valid_images, valid_masks = data.load_pool(os.path.join(run, "pool-valid"))
             check = quantize.compare(fp16_xml, int8_xml, np.asarray(valid_images), np.asarray(valid_masks),
                                      threshold)
         echo(f"INT8 vs FP16 on {check['on']}: object recall "
@@ -208,7 +228,7 @@ def publish_int8(run, registry, name, version, fp16_xml, fields, make_latest=Fal
         int8_fields.update(quantization={"method": "NNCF post-training quantization, preset MIXED, "
                                                    "stem and head convolutions kept in floating point",
                                          "calibration_tiles": int(len(pick)),
-                                         "calibration_source": "training pool (pool-train)",
+                                         "calibration_source": os.path.abspath(calibration_pool),
                                          "check_vs_fp16": check})
         int8_fields.pop("export_check", None)
         handle = reg.publish(registry, name, f"{version}-int8", int8_xml, int8_fields, make_latest=make_latest)
