@@ -264,6 +264,13 @@ def test_train_export_publish_segment(tmp_path):
         assert check["recall_drop"] <= 0.01 and check["precision_drop"] <= 0.01
     else:
         assert "INT8 not published: object" in res.stderr and not (registry / "tiny" / "0.0.3-int8").exists()
+    # --int8 on a version already published adds only its INT8 sibling, with that version's settings
+    res = subprocess.run([sys.executable, "-m", "shared.cli", "export", str(run_dir), "--registry", str(registry),
+                          "--name", "tiny", "--version", "0.0.2", "--frames", str(frames), "--int8"],
+                         capture_output=True, text=True, timeout=600)
+    assert "tiny:0.0.2 is already published and is this network" in res.stdout, res.stderr[-2000:]
+    assert "INT8 vs FP16 on 3 held-out frames" in res.stdout
+    assert json.loads((registry / "tiny" / "0.0.2" / "manifest.json").read_text()) == tuned     # untouched
 
     # the first run kept as a stage (fp16 weights + its record), then a warm start from it
     weights, stages_file = tmp_path / "weights" / "tiny-s1.pt", tmp_path / "stages.json"
@@ -284,6 +291,11 @@ def test_train_export_publish_segment(tmp_path):
     config2 = json.loads((tmp_path / "run2" / "config.json").read_text())
     assert config2["init"] == str(weights) and config2["teacher"] == str(run_dir / "model.pt")
     assert config2["loss"].endswith("10*BCE(teacher probability)")
+    # another network cannot take over a published version's INT8
+    res = subprocess.run([sys.executable, "-m", "shared.cli", "export", str(tmp_path / "run2"), "--registry",
+                          str(registry), "--name", "tiny", "--version", "0.0.2", "--frames", str(frames), "--int8"],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode != 0 and "is another network" in res.stderr, res.stderr[-2000:]
     from trainer import stages
     records = json.loads(stages_file.read_text())
     assert stages.lineage(config2["init"], records) == [s1]

@@ -132,6 +132,13 @@ def export(source, registry, name, version, command=None, make_latest=True, echo
     frames with the recommended post-processing, else on the held-out synthetic tiles)."""
     from shared import registry as reg
     net, state, run = load_checkpoint(source)
+    if int8:
+        published = _published_fp16(registry, name, version, net, echo)
+        if published is not None:
+            publish_int8(run, registry, name, version, published.xml, _descriptive(published.manifest),
+                         make_latest=int8_latest, echo=echo, frames_dir=frames,
+                         calibration_pool=calibration_pool)
+            return published
     fields = manifest_fields(state, run, net, command)
     with tempfile.TemporaryDirectory() as tmp:
         xml = to_ir(net, os.path.join(tmp, "model.xml"))
@@ -146,6 +153,32 @@ def export(source, registry, name, version, command=None, make_latest=True, echo
             publish_int8(run, registry, name, version, xml, fields, make_latest=int8_latest, echo=echo,
                          frames_dir=frames, calibration_pool=calibration_pool)
     return handle
+
+
+SAME_NETWORK_MAX_DIFF = 0.01      # FP16 IR vs torch: 0.0002 for the same weights
+
+
+def _published_fp16(registry, name, version, net, echo=print):
+    """name:version when it is already published and is `net` (its IR computes what net does),
+    so that --int8 can add the INT8 sibling of an existing version; None when it is not there."""
+    from shared import registry as reg
+    from shared.errors import ModelError
+    try:
+        handle = reg.resolve(f"{name}:{version}", registry)
+    except ModelError:
+        return None
+    diff = check_ir(handle.xml, net)
+    if diff > SAME_NETWORK_MAX_DIFF:
+        raise ModelError(f"{name}:{version} is already published and is another network "
+                         f"(max |ov - torch| = {diff:.4f}); versions are immutable")
+    echo(f"{name}:{version} is already published and is this network (max |ov - torch| = {diff:.4f}): "
+         f"adding {version}-int8 only, with its recommended settings")
+    return handle
+
+
+def _descriptive(manifest):
+    """A published manifest without what publishing fills in."""
+    return {k: v for k, v in manifest.items() if k not in ("name", "version", "created", "files")}
 
 
 def candidate_frames(xml, fields, frames_dir, options=None):
@@ -225,8 +258,7 @@ def publish_int8(run, registry, name, version, fp16_xml, fields, make_latest=Fal
         reason = quantize.refusal(check)
         if reason:
             raise ModelError(f"INT8 not published: {reason}")
-        int8_fields.update(quantization={"method": "NNCF post-training quantization, preset MIXED, "
-                                                   "stem and head convolutions kept in floating point",
+        int8_fields.update(quantization={"method": quantize.METHOD,
                                          "calibration_tiles": int(len(pick)),
                                          "calibration_source": os.path.abspath(calibration_pool),
                                          "check_vs_fp16": check})

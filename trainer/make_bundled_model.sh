@@ -36,7 +36,8 @@
 #   STAGE=0.4.1 (session 7, the default): no training. 0.4.0's weights exported again, the working
 #             size chosen with the post-processing on 15 held-out frames of today's generator and
 #             photo split (PHOTOS2: the extra Debian photo packages of trainer/README.md): 2400.
-#             INT8 refused (object precision -1.4 points on the frames).
+#             Then 0.4.1-int8 (full bias correction; within 1 point on the frames), calibrated on
+#             300 tiles of a training pool of today's generator (session 7: run v10's, seed 10).
 # v3, v5 and v6 then choose the post-processing on held-out frames (validation photos only) and
 # try INT8.
 # Stages v1-v8 drew backgrounds per *file* (a photo shipped in 13 sizes counted 13 times) and
@@ -66,6 +67,12 @@ if [ "$STAGE" = 0.4.1 ]; then
     # tries working sizes 2016, 2200, 2400, 2600 (trainer/settings.py EXPORT_WORKING_SIZES)
     "${DUSTSPOT[@]}" export trainer/weights/dustspot-unet-0.4.0.pt --registry models --name dustspot-unet \
         --version "${VERSION:-0.4.1}" --frames "$FRAMES"
+    # calibration tiles: a training pool of the same generator (one throw-away training step builds it)
+    CALIB=${CALIB:-runs/calibration-0.4.1}
+    [ -f "$CALIB/pool-train/images.npy" ] || "${DUSTSPOT[@]}" train "$WALLPAPERS" "$MATE" "$PHOTOS2" "$SKIMAGE" \
+        --run "$CALIB" --sprites "$SPRITES" --pool 1200 --valid-pool 32 --seed 10 --steps 1
+    "${DUSTSPOT[@]}" export trainer/weights/dustspot-unet-0.4.0.pt --registry models --name dustspot-unet \
+        --version "${VERSION:-0.4.1}" --frames "$FRAMES" --int8 --calibration-pool "$CALIB/pool-train"
     exit 0
 fi
 

@@ -13,6 +13,8 @@ the usual first/last-layer exception of post-training quantization.
 import numpy as np
 
 CALIBRATION_TILES = 300
+METHOD = ("NNCF post-training quantization, preset MIXED, bias correction (not the fast variant), "
+          "stem and head convolutions kept in floating point")
 MAX_DROP = 0.01             # object recall and object precision, each
 BATCH = 8
 
@@ -37,7 +39,10 @@ def quantize(fp16_xml: str, calibration: np.ndarray, out_xml: str) -> str:
     items = [_as_input(np.asarray(calibration[i:i + 1])) for i in range(len(calibration))]
     quantized = nncf.quantize(model, nncf.Dataset(items), subset_size=len(items),
                               preset=nncf.QuantizationPreset.MIXED,
-                              ignored_scope=nncf.IgnoredScope(names=stem_and_head(model)))
+                              ignored_scope=nncf.IgnoredScope(names=stem_and_head(model)),
+                              # the full bias correction: with the fast one 0.4.1's object precision
+                              # on the held-out frames dropped 1.4 points (refused), with this 0.1
+                              fast_bias_correction=False)
     ov.save_model(quantized, out_xml, compress_to_fp16=False)
     return out_xml
 
