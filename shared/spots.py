@@ -14,8 +14,8 @@ def threshold_mask(prob8: np.ndarray, threshold: float) -> np.ndarray:
 
 # Labelling a whole mask costs per pixel (cv2.connectedComponentsWithStats: 0.25 s on an almost
 # empty 36 MP mask, most of the seed-geometry "spots" stage); labelling crops around the spots
-# costs per spot. find_spots picks the cheaper by this cost model, measured on this project's
-# 2-core machine (session 7): whole mask ~7 ns per pixel, one crop ~60 us.
+# costs per spot and per pixel of its crop. find_spots picks the cheaper by this cost model,
+# measured on this project's 2-core machine (session 7): ~7 ns per pixel labelled, ~60 us per crop.
 CELL = 4                          # occupancy grid: which CELL x CELL blocks hold mask pixels
 WHOLE_MASK_S_PER_PIXEL = 7e-9
 CROP_S = 6e-5
@@ -56,18 +56,22 @@ def _crops_around_spots(mask):
     the crop cuts (which touches the crop's edge and is judged in its own crop)."""
     h, w = mask.shape
     ch, cw = -(-h // CELL), -(-w // CELL)
-    padded = mask if (ch * CELL, cw * CELL) == (h, w) else \
-        cv2.copyMakeBorder(mask, 0, ch * CELL - h, 0, cw * CELL - w, cv2.BORDER_CONSTANT, value=0)
+    foreground = cv2.compare(mask, 0, cv2.CMP_GT)       # 255 wherever the mask is set, whatever its value
+    if (ch * CELL, cw * CELL) != (h, w):
+        foreground = cv2.copyMakeBorder(foreground, 0, ch * CELL - h, 0, cw * CELL - w,
+                                        cv2.BORDER_CONSTANT, value=0)
     # an integer INTER_AREA shrink averages whole blocks: any 255 in 16 pixels stays > 0
-    occupied = cv2.resize(padded, (cw, ch), interpolation=cv2.INTER_AREA)
+    occupied = cv2.resize(foreground, (cw, ch), interpolation=cv2.INTER_AREA)
     count, _, stats, _ = cv2.connectedComponentsWithStats(occupied, connectivity=8)
-    if (count - 1) * CROP_S >= h * w * WHOLE_MASK_S_PER_PIXEL:
-        return None
     boxes = stats[1:, :4].astype(np.int64) * CELL
     x0 = np.maximum(boxes[:, 0] - 1, 0)
     y0 = np.maximum(boxes[:, 1] - 1, 0)
     x1 = np.minimum(boxes[:, 0] + boxes[:, 2] + 1, w)
     y1 = np.minimum(boxes[:, 1] + boxes[:, 3] + 1, h)
+    # crops cost their pixels too: a long hair's crop is its whole bounding box
+    crops_s = (count - 1) * CROP_S + float(((x1 - x0) * (y1 - y0)).sum()) * WHOLE_MASK_S_PER_PIXEL
+    if crops_s >= h * w * WHOLE_MASK_S_PER_PIXEL:
+        return None
     return list(zip(y0.tolist(), y1.tolist(), x0.tolist(), x1.tolist()))
 
 

@@ -401,6 +401,24 @@ def test_full_resolution_branch_starts_as_its_unet_and_trains_alone(tmp_path):
     assert len(base_kept) == 2 and any("segmentation_head" in n for n in base_kept)
     assert len(kept) == 4 and any("fuse.3" in n for n in kept)
 
+    # --freeze-init needs an init of the architecture this one extends: else nothing would train
+    backgrounds = tmp_path / "backgrounds"
+    backgrounds.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(backgrounds / f"photo{i}.jpg"), textured(200, 300, seed=i))
+    for arch in ("unet", "unet-fullres"):
+        init_path = init if arch == "unet" else tmp_path / "wide.pt"
+        if arch == "unet-fullres":
+            torch.save({"model": wide.state_dict(), "config": {"spec": wide.spec}}, init_path)
+        try:
+            train.train(str(tmp_path / f"frozen-{arch}"), [str(backgrounds)], steps=1, arch=arch,
+                        decoder_channels=(16, 8, 8, 8, 8), init=str(init_path), freeze_init=True,
+                        tile=64, batch=2, pool=8, valid_pool=4, workers=1, threads=1, echo=lambda *_: None)
+        except ValueError as e:
+            assert "--freeze-init" in str(e)
+        else:
+            raise AssertionError(f"--freeze-init with a {arch} init trained nothing without saying so")
+
     # a network that extends nothing refuses another architecture's weights
     other = models.build({**spec, "arch": "unetplusplus"})
     try:

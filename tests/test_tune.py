@@ -27,19 +27,29 @@ def test_spots_found_in_crops_equal_spots_found_on_the_whole_mask(monkeypatch):
     from shared import spots as spots_module
     rng = np.random.default_rng(3)
     prob8 = cv2.GaussianBlur(rng.random((301, 457)).astype(np.float32), (0, 0), 1.5)
-    prob8 = cv2.normalize(prob8, None, 0, 200, cv2.NORM_MINMAX).astype(np.uint8)
-    cv2.line(prob8, (3, 290), (450, 10), 240, 2)                  # one long component
+    prob8 = cv2.normalize(prob8, None, 0, 165, cv2.NORM_MINMAX).astype(np.uint8)   # faint texture
+    cv2.line(prob8, (100, 250), (300, 120), 240, 2)                # one long component
+    for k in range(8):                                             # confident specks, two side by side
+        cv2.circle(prob8, (30 + 50 * k, 60 + 9 * (k % 3)), 2 + k % 3, 230, -1)
+    cv2.circle(prob8, (37, 60), 2, 230, -1)
     prob8[0:3, 100:104] = 250                                      # on the top edge
-    prob8[298:301, 454:457] = 120                                  # faint, in the corner
+    prob8[297:301, 453:457] = 150                                  # faint (in the mask, no peak), in the corner
+    mask = threshold_mask(prob8, 0.5)
     results = {}
     for path, crop_cost in (("whole", 1e9), ("crops", 0.0)):
         monkeypatch.setattr(spots_module, "CROP_S", crop_cost)
-        assert (spots_module._crops_around_spots(threshold_mask(prob8, 0.5)) is None) == (path == "whole")
-        results[path] = find_spots(threshold_mask(prob8, 0.5), prob8, min_area=3, min_peak=0.7)
+        assert (spots_module._crops_around_spots(mask) is None) == (path == "whole")
+        results[path] = find_spots(mask.copy(), prob8, min_area=3, min_peak=0.7)
     (whole, whole_mask), (crops, crops_mask) = results["whole"], results["crops"]
     assert len(whole) > 5 and whole == crops and np.array_equal(whole_mask, crops_mask)
-    assert any(s["bbox"][1] == 0 for s in whole) and any(s["bbox"][2] > 400 for s in whole)
-    assert not whole_mask[298:, 454:].any() and (whole_mask != threshold_mask(prob8, 0.5)).any()
+    assert any(s["bbox"][1] == 0 for s in whole) and any(s["bbox"][2] > 150 for s in whole)
+    assert mask[297:, 453:].all() and not whole_mask[297:, 453:].any()
+    # any non-zero pixel is foreground, as in the whole-mask labelling
+    faint = np.zeros((40, 40), np.uint8)
+    faint[5, 5], faint[20:23, 20:23] = 1, 7
+    monkeypatch.setattr(spots_module, "CROP_S", 0.0)
+    assert spots_module._crops_around_spots(faint) is not None
+    assert len(find_spots(faint, np.full((40, 40), 255, np.uint8))[0]) == 2
 
 
 def test_tuning_picks_settings_that_drop_faint_false_spots(tmp_path, registry_root):

@@ -133,7 +133,7 @@ def export(source, registry, name, version, command=None, make_latest=True, echo
     from shared import registry as reg
     net, state, run = load_checkpoint(source)
     if int8:
-        published = _published_fp16(registry, name, version, net, echo)
+        published = _published_fp16(registry, name, version, net, frames, echo)
         if published is not None:
             publish_int8(run, registry, name, version, published.xml, _descriptive(published.manifest),
                          make_latest=int8_latest, echo=echo, frames_dir=frames,
@@ -158,19 +158,22 @@ def export(source, registry, name, version, command=None, make_latest=True, echo
 SAME_NETWORK_MAX_DIFF = 0.01      # FP16 IR vs torch: 0.0002 for the same weights
 
 
-def _published_fp16(registry, name, version, net, echo=print):
+def _published_fp16(registry, name, version, net, frames_dir, echo=print):
     """name:version when it is already published and is `net` (its IR computes what net does),
     so that --int8 can add the INT8 sibling of an existing version; None when it is not there."""
     from shared import registry as reg
     from shared.errors import ModelError
-    try:
-        handle = reg.resolve(f"{name}:{version}", registry)
-    except ModelError:
+    if not any(r["name"] == name and r["version"] == version for r in reg.list_models(registry)):
         return None
+    handle = reg.resolve(f"{name}:{version}", registry)        # verified: a corrupt version fails here
     diff = check_ir(handle.xml, net)
     if diff > SAME_NETWORK_MAX_DIFF:
         raise ModelError(f"{name}:{version} is already published and is another network "
                          f"(max |ov - torch| = {diff:.4f}); versions are immutable")
+    tuned_on = handle.manifest.get("metrics", {}).get("heldout_frames", {}).get("folder")
+    if tuned_on is None or frames_dir is None or os.path.abspath(frames_dir) != tuned_on:
+        raise ModelError(f"{name}:{version} is already published; its INT8 is judged on the frames its "
+                         f"settings were tuned on: give --frames {tuned_on or '(none recorded)'}")
     echo(f"{name}:{version} is already published and is this network (max |ov - torch| = {diff:.4f}): "
          f"adding {version}-int8 only, with its recommended settings")
     return handle
@@ -237,6 +240,11 @@ def publish_int8(run, registry, name, version, fp16_xml, fields, make_latest=Fal
 
     from . import data, quantize
     calibration_pool = calibration_pool or os.path.join(run, "pool-train")
+    on_frames = bool(frames_dir and "heldout_frames" in fields["metrics"])
+    for needed in [calibration_pool] + ([] if on_frames else [os.path.join(run, "pool-valid")]):
+        if not os.path.exists(os.path.join(needed, "images.npy")):       # before minutes of quantizing
+            raise ModelError(f"INT8 needs tiles from {needed} (a run's pool; --calibration-pool, or "
+                             "--frames to judge it on held-out frames)")
     train_images, _ = data.load_pool(calibration_pool)
     rng = np.random.default_rng(0)
     pick = np.sort(rng.choice(len(train_images), min(quantize.CALIBRATION_TILES, len(train_images)), replace=False))
@@ -244,7 +252,7 @@ def publish_int8(run, registry, name, version, fp16_xml, fields, make_latest=Fal
     with tempfile.TemporaryDirectory() as tmp:
         int8_xml = quantize.quantize(fp16_xml, np.asarray(train_images[pick]), os.path.join(tmp, "model.xml"))
         int8_fields = dict(fields, precision="int8", parent=f"{name}:{version}")
-        if frames_dir and "heldout_frames" in fields["metrics"]:
+        if on_frames:
             check, int8_metrics = compare_on_frames(int8_xml, int8_fields, frames_dir)
             int8_fields["metrics"] = {**fields["metrics"],
                                       "heldout_frames": {**fields["metrics"]["heldout_frames"], **int8_metrics}}

@@ -58,9 +58,10 @@ def stem_and_head(model) -> list[str]:
     unet-fullres's fuse layer too): between them and the model's input or output lie only
     element-wise ops."""
     def reaches_input(node):
-        while node.get_type_name() in _PASS_THROUGH:
-            node = node.input_value(0).get_node()
-        return node.get_type_name() == "Parameter"
+        if node.get_type_name() == "Parameter":
+            return True
+        return node.get_type_name() in _PASS_THROUGH and any(
+            reaches_input(v.get_node()) for v in node.input_values() if v.get_node().get_type_name() != "Constant")
 
     def reaches_output(node):
         targets = [t.get_node() for out in node.outputs() for t in out.get_target_inputs()]
@@ -68,8 +69,11 @@ def stem_and_head(model) -> list[str]:
                    or (t.get_type_name() in _PASS_THROUGH and reaches_output(t)) for t in targets)
 
     convs = [op for op in model.get_ordered_ops() if op.get_type_name() == "Convolution"]
-    return [op.get_friendly_name() for op in convs
-            if reaches_input(op.input_value(0).get_node()) or reaches_output(op)]
+    if not convs:
+        return []
+    stems = [op for op in convs if reaches_input(op.input_value(0).get_node())] or convs[:1]
+    heads = [op for op in convs if reaches_output(op)] or convs[-1:]
+    return list(dict.fromkeys(op.get_friendly_name() for op in stems + heads))
 
 
 def drops(fp16: dict, int8: dict) -> dict:

@@ -223,6 +223,9 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
           teacher=None, distill_weight=DISTILL_WEIGHT, freeze_init=False):
     if not steps and not minutes:
         raise ValueError("give --steps or --minutes (or both)")
+    if freeze_init and not resume and (not init or not models.ARCHITECTURES.get(arch, {}).get("extends")):
+        raise ValueError("--freeze-init trains only what --init lacks: give --init with the weights of the "
+                         f"architecture that --arch extends (none of {arch!r}'s parameters would train)")
     os.makedirs(run, exist_ok=True)
     torch.set_num_threads(threads)
     device = pick_device(device)
@@ -280,16 +283,20 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
     torch.manual_seed(cfg["seed"])
     net = models.build(cfg["spec"]).to(device)
     step, elapsed, tiles_seen = 0, 0.0, 0
-    frozen_modules = []
-    if cfg.get("init") and (state is None or cfg.get("freeze_init")):
-        # a resumed run rebuilds which parameters are frozen from the init's names
+    frozen_names, frozen_modules = set(), []
+    if state is None and cfg.get("init"):
         loaded = load_init(net, cfg["init"], cfg["spec"])
-        if state is None:
-            echo(f"initialised from {cfg['init']}")
-        if cfg.get("freeze_init"):
-            frozen_modules = freeze(net, loaded)
-            echo(f"frozen: the {len(loaded)} tensors from --init; training "
-                 f"{sum(p.numel() for p in net.parameters() if p.requires_grad):,} parameters")
+        echo(f"initialised from {cfg['init']}")
+        frozen_names = loaded if cfg.get("freeze_init") else set()
+    elif state is not None:
+        frozen_names = set(state.get("frozen", []))      # as the run began, whatever --init is now
+    if frozen_names:
+        frozen_modules = freeze(net, frozen_names)
+        if not any(p.requires_grad for p in net.parameters()):
+            raise ValueError(f"--freeze-init: {cfg['init']} holds every parameter of {cfg['spec']['arch']}; "
+                             "nothing would train (give the weights of the architecture it extends)")
+        echo(f"frozen: the {len(frozen_names)} tensors from --init; training "
+             f"{sum(p.numel() for p in net.parameters() if p.requires_grad):,} parameters")
     opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=cfg["lr"],
                             weight_decay=WEIGHT_DECAY)
     teacher_net = load_teacher(cfg["teacher"], device) if cfg.get("teacher") else None
@@ -310,7 +317,7 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
         return max(p)
 
     def checkpoint():
-        _save({"model": net.state_dict(), "optimizer": opt.state_dict(),
+        _save({"model": net.state_dict(), "optimizer": opt.state_dict(), "frozen": sorted(frozen_names),
                "scheduler": {"kind": "warmup-cosine", "progress": progress()},
                "step": step, "elapsed": elapsed, "tiles_seen": tiles_seen, "config": cfg}, ckpt_path)
 
