@@ -56,7 +56,8 @@ def _crops_around_spots(mask):
     the crop cuts (which touches the crop's edge and is judged in its own crop)."""
     h, w = mask.shape
     ch, cw = -(-h // CELL), -(-w // CELL)
-    foreground = cv2.compare(mask, 0, cv2.CMP_GT)       # 255 wherever the mask is set, whatever its value
+    # 255 wherever the mask is set, whatever its value (cv2.compare with a scalar fails on tiny masks)
+    _, foreground = cv2.threshold(mask, 0, 255, cv2.THRESH_BINARY)
     if (ch * CELL, cw * CELL) != (h, w):
         foreground = cv2.copyMakeBorder(foreground, 0, ch * CELL - h, 0, cw * CELL - w,
                                         cv2.BORDER_CONSTANT, value=0)
