@@ -83,9 +83,9 @@ def _label(mask, prob8, min_area, min_peak, origin, full_shape):
     if count <= 1:
         return []
     # per-component peak, over the mask's pixels only (vectorised: no loop over components)
-    owner = labels[mask > 0]
+    inside = mask > 0
     peak = np.zeros(count, np.uint8)
-    np.maximum.at(peak, owner, prob8[mask > 0])
+    np.maximum.at(peak, labels[inside], prob8[inside])
     level = math.ceil(min_peak * 255 - 1e-9)
     judged = np.ones(count, bool)
     judged[0] = False

@@ -211,7 +211,7 @@ def tune_on_frames(xml, frames_dir, fields, echo=print, working_sizes=None):
         echo(f"working size {size}: objective {best['objective']:.4f}, object recall "
              f"{best['object_recall']:.3f}, precision {best['object_precision']:.3f}, Dice "
              f"{best['pixel_dice']:.3f}, clean {best['clean_fp_per_mp']} FP/MP")
-    size = max(sizes, key=lambda w: (results[w]["clean_bound_met"] is not False, results[w]["best"]["objective"]))
+    size = tune.best_of(results)
     result, best = results[size], results[size]["best"]
     fields["recommended"].update(working_size=size, threshold=best["threshold"],
                                  spot_threshold=best["spot_threshold"], min_area=best["min_area"])

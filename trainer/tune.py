@@ -86,3 +86,10 @@ def tune(frames, progress=None) -> dict:
     best = max(clean or table, key=lambda r: r["objective"])
     return {"best": best, "table": table, "frames": [name for name, _, _ in frames],
             "clean_bound_met": bool(clean) if measured else None}      # None: no clean frame
+
+
+def best_of(results: dict):
+    """The key of the best of several tune() results (e.g. one per working size), by tune's own
+    rule: results whose best setting meets the clean-frame bound first, then the objective."""
+    return max(results, key=lambda k: (results[k]["clean_bound_met"] is not False,
+                                       results[k]["best"]["objective"]))
