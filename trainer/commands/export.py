@@ -28,10 +28,15 @@ def export(source, registry, name, version, latest, frames, working_sizes, calib
 
     from .. import export as exporting
     try:
+        sizes = [int(w) for w in working_sizes.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{working_sizes!r}: give whole numbers, comma-separated (e.g. 2016,2400)",
+                                 param_hint="--working-sizes") from None
+    try:
         exporting.export(source, registry or defaults.models_root(), name or defaults.MODEL, version,
                          command=_command_line("export"), make_latest=latest and not int8_latest,
                          echo=click.echo, int8=int8, int8_latest=int8_latest,
-                         frames=frames, working_sizes=[int(w) for w in working_sizes.split(",")],
+                         frames=frames, working_sizes=sizes,
                          calibration_pool=calibration_pool)
     except DustspotError as exc:
         raise click.ClickException(str(exc)) from None
