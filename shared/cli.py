@@ -28,6 +28,7 @@ COMMANDS = {
     "prepare": "trainer.commands.prepare:prepare",
     "synth": "trainer.commands.synth:synth",
     "train": "trainer.commands.train:train",
+    "prune": "trainer.commands.prune:prune",
     "export": "trainer.commands.export:export",
     "tune": "trainer.commands.tune:tune",
 }
@@ -35,7 +36,7 @@ COMMANDS = {
 
 # Optional packages and the extra that installs them.
 EXTRA_OF = {"torch": "trainer", "torchvision": "trainer", "segmentation_models_pytorch": "trainer",
-            "nncf": "trainer", "skimage": "trainer", "redis": "worker", "rq": "worker",
+            "nncf": "trainer", "skimage": "trainer", "torch_pruning": "trainer", "redis": "worker", "rq": "worker",
             "rq_dashboard": "worker", "boto3": "worker", "botocore": "worker"}
 
 

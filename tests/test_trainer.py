@@ -427,3 +427,55 @@ def test_full_resolution_branch_starts_as_its_unet_and_trains_alone(tmp_path):
         assert "--init" in str(e)
     else:
         raise AssertionError("unetplusplus took unet weights")
+
+
+def test_pruned_network_keeps_its_trained_channels_rebuilds_from_its_spec_and_trains(tmp_path):
+    """`dustspot prune` narrows a trained network by weight magnitude: what is left keeps its
+    weights, the spec alone rebuilds it (resume, export, teacher), it exports to the same IR
+    contract, and `dustspot train --init` fine-tunes it as the pruned network."""
+    import torch
+    from trainer import export
+    from trainer import model as models
+    torch.manual_seed(0)
+    spec = {"arch": "unet", "encoder": "efficientnet-b1", "decoder_channels": [32, 16, 16, 8, 8]}
+    base = models.build(spec).eval()
+    init = tmp_path / "base.pt"
+    torch.save({"model": base.state_dict(), "config": {"spec": spec}}, init)
+    res = run(["prune", str(init), "--out", str(tmp_path / "pruned.pt"), "--ratio", "0.5", "--round-to", "8"])
+    assert "M parameters (was" in res.stdout
+
+    saved = torch.load(tmp_path / "pruned.pt", weights_only=False)
+    pruned_spec = saved["config"]["spec"]
+    assert {k: v for k, v in pruned_spec.items() if k != "channels"} == spec and pruned_spec["channels"]
+    assert saved["config"]["pruned"]["ratio"] == 0.5
+    net = models.build(pruned_spec)
+    net.load_state_dict(saved["model"])          # strict: every shape comes from the spec
+    net.eval()
+    assert models.count_params(net) < 0.6 * models.count_params(base)
+    # the stem (it reads the 3 input channels) kept some of its trained filters, not new ones
+    name = "net.encoder._conv_stem.weight"
+    kept, trained = saved["model"][name], base.state_dict()[name]
+    assert kept.shape[0] < trained.shape[0] and kept.shape[0] % 8 == 0
+    assert all(any(torch.equal(k, t) for t in trained) for k in kept)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert net(x).shape == base(x).shape == (1, 1, 64, 64)
+    xml = export.to_ir(net, str(tmp_path / "pruned.xml"))
+    assert export.check_ir(xml, net, size=64) < 1e-3
+
+    backgrounds = tmp_path / "backgrounds"
+    backgrounds.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(backgrounds / f"photo{i}.jpg"), textured(200, 300, seed=i))
+    run_dir = tmp_path / "run"
+    res = run(["train", str(backgrounds), "--run", str(run_dir), "--size", "64", "--batch", "2", "--steps", "1",
+               "--pool", "8", "--valid-pool", "4", "--threads", "1", "--workers", "1",
+               "--decoder-channels", "32,16,16,8,8", "--eval-minutes", "100", "--init", str(tmp_path / "pruned.pt"),
+               "--teacher", str(init)])
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["spec"] == pruned_spec and config["pruned"]["ratio"] == 0.5
+    registry = tmp_path / "registry"
+    run(["export", str(run_dir), "--registry", str(registry), "--name", "slim", "--version", "0.0.1"])
+    manifest = json.loads((registry / "slim" / "0.0.1" / "manifest.json").read_text())
+    assert manifest["architecture"]["pruned"]["ratio"] == 0.5
+    assert manifest["architecture"]["params"] == models.count_params(net)

@@ -95,8 +95,13 @@ class Probabilities(nn.Module):
 
 
 def build(spec: dict) -> DustNet:
-    return DustNet(spec.get("arch", DEFAULT_ARCH), spec.get("encoder", DEFAULT_ENCODER),
-                   tuple(spec.get("decoder_channels", DEFAULT_DECODER)))
+    net = DustNet(spec.get("arch", DEFAULT_ARCH), spec.get("encoder", DEFAULT_ENCODER),
+                  tuple(spec.get("decoder_channels", DEFAULT_DECODER)))
+    if spec.get("channels"):                    # a pruned network (trainer.prune)
+        from .prune import reshape
+        reshape(net, spec["channels"])
+        net.spec = {**net.spec, "channels": spec["channels"]}
+    return net
 
 
 def count_params(model: nn.Module) -> int:

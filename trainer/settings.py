@@ -22,6 +22,10 @@ WORKERS = 2                  # processes generating the pools
 SEED = 0
 DISTILL_WEIGHT = 10.0        # --teacher: weight of the BCE against its probabilities (= the label BCE's)
 
+# --- pruning (trainer.prune) -------------------------------------------------------------
+PRUNE_RATIO = 0.5            # share of every prunable channel group removed
+PRUNE_ROUND_TO = 8           # kept channel counts are multiples of this (vector-friendly)
+
 # --- export (trainer.export) -------------------------------------------------------------
 # Working sizes (long side) that `export --frames` tries on the held-out frames; the best by the
 # tuning objective becomes the model's recommended working size. 0.4.0 on 15 held-out frames

@@ -194,6 +194,16 @@ def load_init(net, path, spec):
     return set(weights)
 
 
+def pruned_spec(init, spec):
+    """(spec, pruning record): a pruned --init (`dustspot prune`) of the network the flags name
+    defines the network to train (its narrower channels); any other init is checked by load_init."""
+    init_cfg = torch.load(init, map_location="cpu", weights_only=False).get("config", {})
+    init_spec = init_cfg.get("spec", {})
+    if init_spec.get("channels") and {k: v for k, v in init_spec.items() if k != "channels"} == spec:
+        return init_spec, init_cfg.get("pruned")
+    return spec, None
+
+
 def freeze(net, names):
     """Stop training the parameters in `names` (from --init). Returns the modules left entirely
     frozen: train_mode keeps those in eval mode, so their batch-norm statistics stay the init's."""
@@ -243,8 +253,11 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
         cfg["amp"] = amp
     else:
         state = None
+        spec, pruned = {"arch": arch, "encoder": encoder, "decoder_channels": list(decoder_channels)}, None
+        if init:
+            spec, pruned = pruned_spec(init, spec)
         cfg = {"tile": tile, "batch": batch, "steps": steps, "minutes": minutes, "lr": lr,
-               "spec": {"arch": arch, "encoder": encoder, "decoder_channels": list(decoder_channels)},
+               "spec": spec, "pruned": pruned,
                "pool": pool, "valid_pool": valid_pool, "seed": seed, "threads": threads,
                "amp": amp, "bce_weight": BCE_WEIGHT,
                "loss": f"{BCE_WEIGHT:g}*BCE + Dice + {HARD_NEGATIVE_WEIGHT:g}*BCE(hardest "
