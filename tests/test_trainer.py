@@ -447,7 +447,7 @@ def test_pruned_network_keeps_its_trained_channels_rebuilds_from_its_spec_and_tr
     saved = torch.load(tmp_path / "pruned.pt", weights_only=False)
     pruned_spec = saved["config"]["spec"]
     assert {k: v for k, v in pruned_spec.items() if k != "channels"} == spec and pruned_spec["channels"]
-    assert saved["config"]["pruned"]["ratio"] == 0.5
+    assert saved["config"]["pruned"]["ratio"] == 0.5 and saved["summary"] == {}   # not the unpruned one's
     net = models.build(pruned_spec)
     net.load_state_dict(saved["model"])          # strict: every shape comes from the spec
     net.eval()
@@ -468,14 +468,30 @@ def test_pruned_network_keeps_its_trained_channels_rebuilds_from_its_spec_and_tr
     for i in range(3):
         cv2.imwrite(str(backgrounds / f"photo{i}.jpg"), textured(200, 300, seed=i))
     run_dir = tmp_path / "run"
-    res = run(["train", str(backgrounds), "--run", str(run_dir), "--size", "64", "--batch", "2", "--steps", "1",
-               "--pool", "8", "--valid-pool", "4", "--threads", "1", "--workers", "1",
-               "--decoder-channels", "32,16,16,8,8", "--eval-minutes", "100", "--init", str(tmp_path / "pruned.pt"),
-               "--teacher", str(init)])
+    tiny = ["--size", "64", "--batch", "2", "--pool", "8", "--valid-pool", "4", "--threads", "1", "--workers", "1",
+            "--eval-minutes", "100"]
+    res = run(["train", str(backgrounds), "--run", str(run_dir), "--steps", "1", *tiny,
+               "--decoder-channels", "32,16,16,8,8", "--init", str(tmp_path / "pruned.pt"), "--teacher", str(init)])
+    assert "initialised from" in res.stdout + res.stderr
     config = json.loads((run_dir / "config.json").read_text())
     assert config["spec"] == pruned_spec and config["pruned"]["ratio"] == 0.5
+    res = run(["train", str(backgrounds), "--run", str(run_dir), "--steps", "2", "--resume", *tiny])
+    assert "resumed at step 1" in res.stdout + res.stderr
+    assert json.loads((run_dir / "final.json").read_text())["step"] == 2
+    # the flags must name the network it was pruned from
+    res = subprocess.run([sys.executable, "-m", "shared.cli", "train", str(backgrounds), "--run",
+                          str(tmp_path / "other"), "--steps", "1", *tiny, "--init", str(tmp_path / "pruned.pt")],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode != 0 and "--decoder-channels 32,16,16,8,8" in res.stderr, res.stderr[-2000:]
+
     registry = tmp_path / "registry"
     run(["export", str(run_dir), "--registry", str(registry), "--name", "slim", "--version", "0.0.1"])
     manifest = json.loads((registry / "slim" / "0.0.1" / "manifest.json").read_text())
     assert manifest["architecture"]["pruned"]["ratio"] == 0.5
     assert manifest["architecture"]["params"] == models.count_params(net)
+    # its lineage: the network it was pruned from, the pruning, then this fine-tune
+    *_, unpruned, pruning_step, this = manifest["training"]["stages"]
+    assert unpruned["weights"] == str(init)          # not in trainer/weights/stages.json: an "init" record
+    assert pruning_step["stage"] == "prune" and pruning_step["from"] == unpruned["stage"]
+    assert pruning_step["ratio"] == 0.5 and pruning_step["weights"] == str(tmp_path / "pruned.pt")
+    assert this["from"] == str(tmp_path / "pruned.pt") and this["steps"] == 2

@@ -111,7 +111,7 @@ def manifest_fields(state, run, net, command):
                      "threads": cfg.get("threads"), "amp": "bf16" if cfg.get("amp") else None,
                      "init": cfg.get("init"),            # warm start: the weights this run began from
                      # the recorded warm-start chain behind --init, then this run
-                     "stages": stages.lineage(cfg.get("init")) + [stages.describe_run(cfg, summary)]},
+                     "stages": stages.run_lineage(cfg) + [stages.describe_run(cfg, summary)]},
         "metrics": {"heldout_synthetic": {
             "tiles": cfg.get("valid_pool"),
             "threshold": valid.get("threshold"),

@@ -31,16 +31,16 @@ def shapes(net: nn.Module) -> dict:
 
 
 def reshape(net: nn.Module, channels: dict) -> nn.Module:
-    """Give the named layers of a freshly built network these channel shapes (uninitialised
-    weights: a state dict of the pruned network is loaded next)."""
+    """Give the named layers of a freshly built network these channel shapes (zero weights: the
+    pruned network's state dict is loaded next)."""
     for name, shape in channels.items():
         module = net.get_submodule(name)
         if isinstance(module, nn.Conv2d):
             c_in, c_out, groups = shape
             module.in_channels, module.out_channels, module.groups = c_in, c_out, groups
-            module.weight = nn.Parameter(torch.empty(c_out, c_in // groups, *module.kernel_size))
+            module.weight = nn.Parameter(torch.zeros(c_out, c_in // groups, *module.kernel_size))
             if module.bias is not None:
-                module.bias = nn.Parameter(torch.empty(c_out))
+                module.bias = nn.Parameter(torch.zeros(c_out))
         elif isinstance(module, nn.BatchNorm2d):
             (n,) = shape
             module.num_features = n
@@ -68,12 +68,13 @@ def prune(net: models.DustNet, ratio: float, round_to: int = PRUNE_ROUND_TO) -> 
                                   pruning_ratio=ratio, ignored_layers=heads, round_to=round_to)
     pruner.step()
     after = shapes(net)
-    net.spec = {**unpruned_spec, "channels": {k: v for k, v in after.items() if before[k] != v}}
+    channels = {k: v for k, v in after.items() if before[k] != v}
+    if not channels:
+        raise ValueError(f"pruning {ratio} of the channels (rounded to {round_to}) left every layer as it was")
+    net.spec = {**unpruned_spec, "channels": channels}
+    rebuilt = models.build(net.spec).state_dict()
+    wrong = [k for k, v in net.state_dict().items() if rebuilt[k].shape != v.shape]
+    if wrong:                       # a layer kind that shapes() does not record
+        raise ValueError(f"the pruned spec does not rebuild {wrong[:3]}")
     return net
 
-
-def gmac(net: nn.Module, size: int = 224) -> float:
-    """Multiply-accumulates (10^9) for one size x size tile."""
-    import torch_pruning as tp
-    macs, _ = tp.utils.count_ops_and_params(net, torch.rand(1, 3, size, size))
-    return macs / 1e9

@@ -47,6 +47,18 @@ def lineage(init, records=None):
     return chain[::-1]
 
 
+def run_lineage(cfg, records=None):
+    """The recorded stages behind a run's --init, oldest first; a pruned init (`dustspot prune`)
+    adds its pruning step after the stages of the network it was pruned from."""
+    pruned = cfg.get("pruned")
+    if not pruned:
+        return lineage(cfg.get("init"), records)
+    chain = lineage(pruned["from"], records)
+    return chain + [{"stage": "prune", "weights": cfg.get("init"),
+                     "from": chain[-1]["stage"] if chain else pruned["from"],
+                     **{k: pruned.get(k) for k in ("ratio", "round_to", "parameters")}}]
+
+
 def describe_run(cfg, summary, stage="this model", records=None):
     """A stage record for a trained run, from its config and summary."""
     records = read() if records is None else records

@@ -199,9 +199,14 @@ def pruned_spec(init, spec):
     defines the network to train (its narrower channels); any other init is checked by load_init."""
     init_cfg = torch.load(init, map_location="cpu", weights_only=False).get("config", {})
     init_spec = init_cfg.get("spec", {})
-    if init_spec.get("channels") and {k: v for k, v in init_spec.items() if k != "channels"} == spec:
-        return init_spec, init_cfg.get("pruned")
-    return spec, None
+    if not init_spec.get("channels"):
+        return spec, None
+    base = {k: v for k, v in init_spec.items() if k != "channels"}
+    if base != spec:
+        raise ValueError(f"--init {init} is a pruned {base['arch']} network: give its --arch {base['arch']} "
+                         f"--encoder {base['encoder']} --decoder-channels "
+                         f"{','.join(map(str, base['decoder_channels']))}")
+    return init_spec, init_cfg.get("pruned")
 
 
 def freeze(net, names):

@@ -17,20 +17,24 @@ def prune(weights, out, ratio, round_to):
     `dustspot train ... --init OUT --teacher WEIGHTS` before exporting."""
     import torch
 
+    from .. import model as models
     from .. import prune as pruning
     from ..export import load_checkpoint
     net, state, _run = load_checkpoint(weights)
-    before_gmac, before_params = pruning.gmac(net), sum(p.numel() for p in net.parameters())
-    pruning.prune(net, ratio, round_to)
-    after_gmac, after_params = pruning.gmac(net), sum(p.numel() for p in net.parameters())
+    before_params = models.count_params(net)
+    try:
+        pruning.prune(net, ratio, round_to)
+    except ValueError as exc:
+        raise click.ClickException(f"{weights}: {exc}") from None
+    after_params = models.count_params(net)
     config = {**state["config"], "spec": net.spec,
               "pruned": {"from": weights, "ratio": ratio, "round_to": round_to,
-                         "gmac_per_224_tile": [round(before_gmac, 3), round(after_gmac, 3)],
-                         "parameters": [before_params, after_params]}}
-    torch.save({"model": net.state_dict(), "config": config, "summary": state.get("summary")}, out)
+                         "parameters": [before_params, after_params],
+                         "previous": state["config"].get("pruned")}}
+    # no summary: the unpruned network's metrics and threshold are not this network's
+    torch.save({"model": net.state_dict(), "config": config, "summary": {}}, out)
     click.echo(f"{out}: {after_params / 1e6:.2f} M parameters (was {before_params / 1e6:.2f} M), "
-               f"{after_gmac:.2f} GMAC per 224 tile (was {before_gmac:.2f}); "
-               f"{len(net.spec['channels'])} layers narrowed")
+               f"{len(net.spec['channels'])} layers narrowed (`dustspot bench --model` gives GFLOP and speed)")
 
 
 if __name__ == "__main__":
