@@ -77,4 +77,3 @@ def prune(net: models.DustNet, ratio: float, round_to: int = PRUNE_ROUND_TO) -> 
     if wrong:                       # a layer kind that shapes() does not record
         raise ValueError(f"the pruned spec does not rebuild {wrong[:3]}")
     return net
-

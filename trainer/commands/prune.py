@@ -8,7 +8,8 @@ from .. import settings
 @click.argument("weights", type=click.Path(exists=True))
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="pruned weights file to write")
 @click.option("--ratio", default=settings.PRUNE_RATIO, show_default=True,
-              type=click.FloatRange(0, 1, min_open=True, max_open=True), help="share of the channels of every prunable group to remove")
+              type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="share of the channels of every prunable group to remove")
 @click.option("--round-to", default=settings.PRUNE_ROUND_TO, show_default=True, type=click.IntRange(1),
               help="kept channel counts are multiples of this")
 def prune(weights, out, ratio, round_to):
