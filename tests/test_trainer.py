@@ -443,6 +443,11 @@ def test_pruned_network_keeps_its_trained_channels_rebuilds_from_its_spec_and_tr
     torch.save({"model": base.state_dict(), "config": {"spec": spec}}, init)
     res = run(["prune", str(init), "--out", str(tmp_path / "pruned.pt"), "--ratio", "0.5", "--round-to", "8"])
     assert "M parameters (was" in res.stdout
+    (tmp_path / "truncated.pt").write_bytes(init.read_bytes()[:1000])
+    res = subprocess.run([sys.executable, "-m", "shared.cli", "prune", str(tmp_path / "truncated.pt"), "--out",
+                          str(tmp_path / "never.pt")], capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0 and "truncated.pt: not trained dustspot weights" in res.stderr
+    assert not (tmp_path / "never.pt").exists()
 
     saved = torch.load(tmp_path / "pruned.pt", weights_only=False)
     pruned_spec = saved["config"]["spec"]

@@ -21,7 +21,10 @@ def prune(weights, out, ratio, round_to):
     from .. import model as models
     from .. import prune as pruning
     from ..export import load_checkpoint
-    net, state, _run = load_checkpoint(weights)
+    try:
+        net, state, _run = load_checkpoint(weights)
+    except Exception as exc:            # a truncated file, another pickle, a folder without weights
+        raise click.ClickException(f"{weights}: not trained dustspot weights ({exc})") from None
     before_params = models.count_params(net)
     try:
         pruning.prune(net, ratio, round_to)
