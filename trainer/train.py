@@ -176,9 +176,11 @@ def evaluate(net, pool, device, amp):
     return validate.score(prob, masks)
 
 
-def load_init(net, path, spec):
-    """Warm start: weights of an earlier run (model.pt / checkpoint.pt / trainer/weights/*.pt)."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
+def load_init(net, path, spec, state=None):
+    """Warm start: weights of an earlier run (model.pt / checkpoint.pt / trainer/weights/*.pt);
+    `state` is that file already loaded."""
+    if state is None:
+        state = torch.load(path, map_location="cpu", weights_only=False)
     init_spec = state.get("config", {}).get("spec")
     weights = {k: v.float() for k, v in state["model"].items()}
     if init_spec == spec:
@@ -194,10 +196,11 @@ def load_init(net, path, spec):
     return set(weights)
 
 
-def pruned_spec(init, spec):
-    """(spec, pruning record): a pruned --init (`dustspot prune`) of the network the flags name
-    defines the network to train (its narrower channels); any other init is checked by load_init."""
-    init_cfg = torch.load(init, map_location="cpu", weights_only=False).get("config", {})
+def pruned_spec(init, init_state, spec):
+    """(spec, pruning record): a pruned --init (`dustspot prune`; `init_state`: that file loaded)
+    of the network the flags name defines the network to train (its narrower channels); any other
+    init is checked by load_init."""
+    init_cfg = init_state.get("config", {})
     init_spec = init_cfg.get("spec", {})
     if not init_spec.get("channels"):
         return spec, None
@@ -249,6 +252,7 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
     ckpt_path = os.path.join(run, "checkpoint.pt")
     if resume and not os.path.exists(ckpt_path):
         raise FileNotFoundError(f"--resume: no {ckpt_path}")
+    init_state = None                  # the --init file, read once for a new run
     if resume:
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         cfg = state["config"]
@@ -260,7 +264,8 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
         state = None
         spec, pruned = {"arch": arch, "encoder": encoder, "decoder_channels": list(decoder_channels)}, None
         if init:
-            spec, pruned = pruned_spec(init, spec)
+            init_state = torch.load(init, map_location="cpu", weights_only=False)
+            spec, pruned = pruned_spec(init, init_state, spec)
         cfg = {"tile": tile, "batch": batch, "steps": steps, "minutes": minutes, "lr": lr,
                "spec": spec, "pruned": pruned,
                "pool": pool, "valid_pool": valid_pool, "seed": seed, "threads": threads,
@@ -303,7 +308,7 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
     step, elapsed, tiles_seen = 0, 0.0, 0
     frozen_names, frozen_modules = set(), []
     if state is None and cfg.get("init"):
-        loaded = load_init(net, cfg["init"], cfg["spec"])
+        loaded = load_init(net, cfg["init"], cfg["spec"], init_state)
         echo(f"initialised from {cfg['init']}")
         frozen_names = loaded if cfg.get("freeze_init") else set()
     elif state is not None:
