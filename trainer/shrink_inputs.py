@@ -9,8 +9,9 @@ JPEG bytes still decodes) and with symbolic links kept: `data.split_backgrounds`
 with the originals.  2048 px keeps the
 scene at about the working resolution (2016 px long side), which is what the tiles see.
 
-Sprites: only the alpha channel is kept (all `synth.SpriteBank` reads), in 32 levels, which
-compresses the film-damage sprites from 34 to 21 MB.
+Sprites: only the alpha channel is kept (all `synth.SpriteBank` reads), in 32 levels, written as
+a one-channel PNG (SpriteBank takes a one-channel image as the alpha itself), which compresses the
+film-damage sprites from 34 to 12 MB (18 MB as four-channel PNGs, as 0.4.0's copies were).
 
 dustspot-unet 0.4.0 (stage v6) was trained on the copies this makes from the wallpapers,
 mate-backgrounds and ../shared/data/film-damage-sprites with the defaults.
@@ -70,9 +71,8 @@ def shrink_sprites(src: str, dst: str) -> int:
                 continue
             a = img[..., 3].astype(np.int32)
             a = np.where(a < ALPHA_FLOOR, 0, (a + ALPHA_STEP // 2) // ALPHA_STEP * ALPHA_STEP)
-            out = np.zeros_like(img)
-            out[..., 3] = np.clip(a, 0, 255)
-            cv2.imwrite(os.path.join(dst, kind, name), out, [cv2.IMWRITE_PNG_COMPRESSION, 9])
+            cv2.imwrite(os.path.join(dst, kind, name), np.clip(a, 0, 255).astype(np.uint8),
+                        [cv2.IMWRITE_PNG_COMPRESSION, 9])
             written += 1
     return written
 
@@ -80,7 +80,7 @@ def shrink_sprites(src: str, dst: str) -> int:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out")
-    ap.add_argument("photos", nargs="+", help="background folders (each becomes OUT/bg/<its name>)")
+    ap.add_argument("photos", nargs="*", help="background folders (each becomes OUT/bg/<its name>)")
     ap.add_argument("--sprites", help="film-damage sprite folder (-> OUT/sprites)")
     ap.add_argument("--long", type=int, default=LONG)
     ap.add_argument("--quality", type=int, default=QUALITY)

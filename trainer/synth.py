@@ -260,10 +260,16 @@ class SpriteBank:
     def alpha(self, path: str):
         if path not in self._cache:
             img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-            if img is None or img.ndim != 3 or img.shape[2] != 4:
+            if img is not None and img.ndim == 3 and img.shape[2] == 4:
+                img = img[..., 3]
+            elif img is not None and img.ndim == 2:
+                pass            # alpha alone (trainer.shrink_inputs' copies)
+            else:
+                img = None
+            if img is None or img.dtype != np.uint8:
                 a = np.zeros((1, 1), np.float32)
             else:
-                a = img[..., 3].astype(np.float32) / 255.0
+                a = img.astype(np.float32) / 255.0
                 ys, xs = np.nonzero(a > 0.02)
                 if len(ys):
                     a = a[ys.min():ys.max() + 1, xs.min():xs.max() + 1]

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs ON the lent GPU machine, from what trainer/device_pack.sh packed into runs/device:
+# installs the carried wheels, prunes the teacher by half, then trains the candidates side by side
+# (trainer/gpu_sweep.sh: one pool built with every core, one process per candidate on the GPU)
+# until DEADLINE_S, and leaves <candidate>.pt (fp16 weights, trainer/weights format) and
+# logs.tgz in $OUT.  Back on the development machine: `dustspot export OUT/<candidate>.pt ...
+# --frames ...`, then score on realdust-dev and `dustspot bench` (trainer/README.md).
+#
+# The default candidates (session 9's plan, issues 3 and 5):
+#   b1busy  0.4.0's network on today's generator (busy scenes, dim forest floors), GPU scale
+#   mnv3l   a MobileNetV3-Large student (~1/3 of B1's time per tile) distilled from 0.4.0
+#   p50     0.4.0 pruned by half (`dustspot prune`), distilled from 0.4.0
+# With DEADLINE_S=480 a 24,000-tile pool takes ~2 min on 16 cores and each candidate trains
+# ~4 min (~300 tiles/s each when three share an H200).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PACK=${PACK:-runs/device}
+: "${OUT:?OUT: the folder that receives the weights and logs}"
+PY=${PY:-$(command -v python3)}
+export PYTHONPATH=${PYTHONPATH:-$PWD}
+
+if ! "$PY" -c 'import segmentation_models_pytorch, torch_pruning' 2>/dev/null; then
+    "$PY" -m pip install -q --no-index --no-deps "$PACK"/wheels/*.whl
+fi
+TEACHER=$PACK/dustspot-unet-0.4.0.pt
+"$PY" -m shared.cli prune "$TEACHER" --out "$PACK/p50.pt" --ratio 0.5
+
+export BACKGROUNDS=${BACKGROUNDS:-"$PACK/wallpapers/bg/wallpapers $PACK/mate/bg/backgrounds $PACK/more/bg/backgrounds"}
+export SPRITES=${SPRITES:-$PACK/sprites}
+export SWEEP=${SWEEP:-runs/device-sweep}
+export POOL=${POOL:-24000}
+export SEED=${SEED:-12}
+export DEADLINE_S=${DEADLINE_S:-480}
+export CANDIDATES=${CANDIDATES:-"b1busy:efficientnet-b1:128,64,32,16,8:5e-4:$TEACHER
+mnv3l:tu-mobilenetv3_large_100:32,16,16,8,8:2e-3::$TEACHER
+p50:efficientnet-b1:128,64,32,16,8:5e-4:$PACK/p50.pt:$TEACHER"}
+export OUT
+PATH="$(dirname "$PY"):$PATH" exec trainer/gpu_sweep.sh
