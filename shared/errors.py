@@ -29,5 +29,17 @@ class TransientStorageError(StorageError):
     """A storage failure that may pass (network, throttling, server error): retry later."""
 
 
+class ProcessingError(DustspotError):
+    """Processing a scan failed in a way the code did not foresee (a bug, or a resource limit).
+
+    Raised in place of the original exception (chained to it) so that every caller that handles
+    DustspotError, the CLI summary and the worker, records it against the scan and goes on.
+    """
+
+    def __init__(self, source: str, exc: BaseException):
+        self.source = str(source)
+        super().__init__(f"{self.source}: internal error ({type(exc).__name__}: {exc})")
+
+
 class PathError(DustspotError):
     """A path or relative name is not allowed (outside the allowed roots, `..`, absolute)."""

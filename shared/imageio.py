@@ -22,6 +22,7 @@ Image.MAX_IMAGE_PIXELS = None
 SUPPORTED_FORMATS = {"JPEG": ".jpg", "PNG": ".png", "TIFF": ".tif"}
 _DECODE_FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR | cv2.IMREAD_IGNORE_ORIENTATION
 _EXIF_ORIENTATION = 0x0112
+_EXIF_MAX_BYTES = 65533         # an APP1 segment's payload ("Exif\0\0" included), as Pillow checks it
 
 
 @dataclass
@@ -69,8 +70,11 @@ def read_header(source: str, data: bytes | None = None) -> Header:
                 tags = im.getexif()
                 orientation = int(tags.get(_EXIF_ORIENTATION, 1))
                 if im.format == "JPEG" and len(tags):
-                    tags[_EXIF_ORIENTATION] = 1        # outputs are written upright
+                    if _EXIF_ORIENTATION in tags:
+                        tags[_EXIF_ORIENTATION] = 1    # outputs are written upright
                     exif = tags.tobytes()
+                    if len(exif) > _EXIF_MAX_BYTES:    # cannot go back into a JPEG: keep none
+                        exif = None
             except Exception:       # a broken EXIF block is no reason to refuse the pixels
                 pass
             return Header(im.format or "?", im.width, im.height, im.mode, orientation,
@@ -145,6 +149,37 @@ def _utf8_path(path: str) -> bool:
         return False
 
 
+def _decode_tiff_as_stored(source: str, data: bytes | None) -> np.ndarray | None:
+    """The first page of a TIFF as stored, in OpenCV's channel order (BGR or gray).
+
+    OpenCV ignores IMREAD_IGNORE_ORIENTATION for TIFF: it applies orientations 2-4 itself (and
+    _orient would apply them again) and fails on 5-8, so an oriented TIFF is decoded by
+    tifffile, which never reorients.  None when tifffile cannot read it.
+    """
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(io.BytesIO(data) if data is not None else source) as tif:
+            page = tif.pages[0]
+            pixels = page.asarray()
+            photometric, planar = page.photometric, page.planarconfig
+    except Exception:
+        return None
+    if pixels.dtype not in (np.uint8, np.uint16):
+        return pixels                   # refused by the caller's sample-type check
+    if pixels.ndim == 3 and planar == tifffile.PLANARCONFIG.SEPARATE:
+        pixels = np.moveaxis(pixels, 0, -1)          # samples first -> interleaved
+    if pixels.ndim == 3 and pixels.shape[2] == 2:    # gray + alpha
+        pixels = pixels[:, :, 0]
+    if pixels.ndim == 3:
+        if photometric != tifffile.PHOTOMETRIC.RGB or pixels.shape[2] not in (3, 4):
+            return None
+        pixels = pixels[:, :, 2::-1]                 # RGB(A) -> BGR
+    elif pixels.ndim != 2:
+        return None
+    return np.ascontiguousarray(pixels)
+
+
 def read_scan(source: str, data: bytes | None = None, max_pixels: int = defaults.MAX_PIXELS) -> Scan:
     """Decode a scan from a local path (or from `data`, its bytes, when given).
 
@@ -166,7 +201,9 @@ def read_scan(source: str, data: bytes | None = None, max_pixels: int = defaults
     if header.format == "JPEG" and not _jpeg_is_complete(source, data):
         raise ImageError(source, "truncated JPEG (no end-of-image marker)")
     try:
-        if data is not None:
+        if header.format == "TIFF" and header.orientation != 1:
+            pixels = _decode_tiff_as_stored(source, data)
+        elif data is not None:
             pixels = cv2.imdecode(np.frombuffer(data, np.uint8), _DECODE_FLAGS)
         else:
             pixels = cv2.imread(source, _DECODE_FLAGS)

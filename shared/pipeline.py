@@ -18,13 +18,13 @@ import numpy as np
 
 from . import __version__, defaults
 from .engine import EngineSettings, OpenVINOEngine
-from .errors import DustspotError
+from .errors import DustspotError, ProcessingError
 from .imageio import read_scan
 from .inpaint import heal
 from .outputs import SUFFIX_REPORT, encode_clean, encode_outputs, render_overlay
 from .registry import resolve
 from .spots import find_spots, threshold_mask
-from .storage import locate, open_storage, output_stem
+from .storage import locate, open_storage, output_stem, printable, read_limit
 from .tiling import TileGrid
 
 MODES = ("size", "square", "native")
@@ -188,7 +188,7 @@ def process_scan(source: str, out_root: str, relative_name: str, session: Sessio
             read_time = 0.0
             scan = read_scan(path, max_pixels=session.options.max_pixels)
         else:
-            data = storage.read(key)
+            data = storage.read(key, max_bytes=read_limit(session.options.max_pixels))
             read_time = time.perf_counter() - t0
             scan = read_scan(source, data, max_pixels=session.options.max_pixels)
         decode_time = time.perf_counter() - t0 - read_time
@@ -219,13 +219,19 @@ def process_scan(source: str, out_root: str, relative_name: str, session: Sessio
         report["timings"]["total"] = round(time.perf_counter() - started, 4)
         _write_report(dest, stem, report)
         return report
-    except DustspotError as exc:
-        report.update(status="failed", errors=[str(exc)], settings=_settings_for_report(session.options, None))
+    except Exception as exc:
+        # Unforeseen failures (a library's ValueError, MemoryError, a job timeout) are recorded
+        # the same way as foreseen ones: a failed report, and an error the callers handle.
+        error = exc if isinstance(exc, DustspotError) else ProcessingError(printable(source), exc)
+        report.update(status="failed", errors=[printable(str(error))],
+                      settings=_settings_for_report(session.options, None))
         try:
             _write_report(dest, stem, report)
         except DustspotError:
             pass                         # the destination itself is the problem; raise the original
-        raise
+        if error is exc:
+            raise
+        raise error from exc
 
 
 def _write_report(dest, stem: str, report: dict) -> None:

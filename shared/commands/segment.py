@@ -4,6 +4,7 @@ No Redis: scans are processed here, by this process or by --workers local proces
 (spawned, each compiling its own model: a compiled model does not survive a fork).
 """
 import os
+import re
 import sys
 import time
 
@@ -12,12 +13,16 @@ import click
 from .. import defaults
 from .options import pipeline_options, split_pipeline_kwargs
 
+# Names dustspot itself writes beside a scan's stem (shared/outputs.py): never scans.
+_OUTPUT_NAME = re.compile(r"\.(mask\.png|prob\.png|overlay\.jpg|clean\.[^.]+)$", re.IGNORECASE)
+
 
 def collect_inputs(inputs, out_dir: str) -> list[tuple[str, str]]:
     """(path, relative name) for every scan: files as given, folders walked recursively.
 
-    Inside folders only image extensions are taken (hidden files and the output folder
-    are skipped); a file named explicitly is always tried, so a bad one is reported.
+    Inside folders only image extensions are taken (hidden files, the output folder and
+    dustspot's own outputs are skipped, so an output folder inside the input folder is not
+    read back); a file named explicitly is always tried, so a bad one is reported.
     """
     out_real = os.path.realpath(out_dir)
     found = []
@@ -29,6 +34,8 @@ def collect_inputs(inputs, out_dir: str) -> list[tuple[str, str]]:
                 for name in sorted(files):
                     if name.startswith(".") or not name.lower().endswith(defaults.IMAGE_EXTENSIONS):
                         continue
+                    if _OUTPUT_NAME.search(name):
+                        continue
                     path = os.path.join(folder, name)
                     found.append((path, os.path.relpath(path, item).replace(os.sep, "/")))
         else:
@@ -36,14 +43,40 @@ def collect_inputs(inputs, out_dir: str) -> list[tuple[str, str]]:
     return found
 
 
+def split_output_clashes(scans: list[tuple[str, str]]) -> tuple[list, list]:
+    """Scans whose outputs would overwrite an earlier scan's (x.png and x.tif both write
+    x.mask.png and x.json) are refused, not processed: the first keeps its outputs."""
+    from ..storage import output_stem, printable
+
+    owner, kept, refused = {}, [], []
+    for path, relative in scans:
+        stem = output_stem(relative)
+        if stem in owner:
+            refused.append((relative, None, printable(
+                f"{path}: not processed: its outputs ({stem}.mask.png, {stem}.json) would "
+                f"overwrite those of {owner[stem]}; give it a folder of its own")))
+        else:
+            owner[stem] = path
+            kept.append((path, relative))
+    return kept, refused
+
+
 # Per-process state for --workers: the session is built once in each worker process.
 _SESSION = None
 
 
 def _init_session(model_ref, registry_root, options, settings):
+    """Build this process's session.  In a pool worker an exception here would make the pool
+    start a new worker forever, so the error is kept and every scan reports it instead."""
     global _SESSION
+    from ..errors import DustspotError
     from ..pipeline import open_session
-    _SESSION = open_session(model_ref, options, settings, registry_root)
+    try:
+        _SESSION = open_session(model_ref, options, settings, registry_root)
+    except DustspotError as exc:
+        _SESSION = exc
+    except Exception as exc:
+        _SESSION = DustspotError(f"cannot open the model session ({type(exc).__name__}: {exc})")
 
 
 def _run_one(task):
@@ -52,6 +85,8 @@ def _run_one(task):
     from ..pipeline import process_scan
 
     path, relative, out_dir = task
+    if isinstance(_SESSION, Exception):
+        return relative, None, str(_SESSION)
     try:
         report = process_scan(os.path.abspath(path), out_dir, relative, _SESSION)
         return relative, {"spots": report["spot_count"], "seconds": report["timings"]["total"]}, None
@@ -83,25 +118,32 @@ def segment(inputs, out_dir, workers, quiet, **kwargs):
     model_ref, registry_root, options, settings = split_pipeline_kwargs(kwargs)
     if settings.threads is None:
         settings.threads = max(1, cpu_count() // workers)
-    tasks = [(path, rel, out_dir) for path, rel in collect_inputs(inputs, out_dir)]
+    scans, clashes = split_output_clashes(collect_inputs(inputs, out_dir))
+    tasks = [(path, rel, out_dir) for path, rel in scans]
     if not tasks:
         raise click.ClickException("no scans found in " + ", ".join(inputs))
-    os.makedirs(out_dir, exist_ok=True)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as exc:
+        raise click.ClickException(f"cannot create the output folder {out_dir}: {exc.strerror}")
 
     started = time.perf_counter()
-    results = []
+    results = list(clashes)
     bar = tqdm(total=len(tasks), unit="scan", disable=quiet, file=sys.stderr)
     try:
         if workers == 1:
             _init_session(model_ref, registry_root, options, settings)
+            if isinstance(_SESSION, Exception):
+                raise _SESSION
             for task in tasks:
                 results.append(_run_one(task))
                 bar.update()
         else:
             import multiprocessing
-            # Fail fast (bad model reference) before starting the pool.
+
+            # Fail fast (bad model reference, options the model cannot take) before the pool.
             from ..registry import resolve
-            resolve(model_ref, registry_root)
+            options.resolved(resolve(model_ref, registry_root).manifest)
             ctx = multiprocessing.get_context("spawn")
             with ctx.Pool(workers, _init_session, (model_ref, registry_root, options, settings)) as pool:
                 for result in pool.imap_unordered(_run_one, tasks):
