@@ -7,7 +7,9 @@ Layout (DESIGN.md):
 A model reference is one of:
     "name"              -> name's latest version in the registry root
     "name:version"      -> that version ("name:latest" is the same as "name")
-    a path to a version folder, or to a model.xml beside a manifest.json
+    a path to a version folder, or to a model.xml beside a manifest.json: a reference is
+    taken as a path only if it has a path separator or ends in .xml ("./m" for a folder m
+    in the current directory), so a folder named like a model never shadows the registry
 Loading verifies every file against the sha256 in the manifest, so a tampered or
 truncated model is refused before it is compiled. From an S3 registry a version is
 downloaded once into a local cache (DUSTSPOT_CACHE, default ~/.cache/dustspot) and
@@ -73,12 +75,38 @@ def _store(root: str):
 
 
 def latest_version(root: str, name: str) -> str:
-    from .errors import StorageError
+    """The version `name` resolves to. A storage outage (TransientStorageError) propagates:
+    callers retry it; only a pointer that is not there is a ModelError."""
+    from .errors import StorageError, TransientStorageError
     key = f"{_check_name('name', name)}/latest"
     try:
-        return _check_name("version", _store(root).read(key).decode().strip())
+        raw = _store(root).read(key)
+    except TransientStorageError:
+        raise
     except StorageError:
         raise ModelError(f"model {name!r} not found in registry {root} (no {name}/latest)") from None
+    try:
+        version = raw.decode().strip()
+    except UnicodeDecodeError:
+        raise ModelError(f"{_join(root, key)}: not a version (not text)") from None
+    return _check_name("version", version)
+
+
+def _join(root: str, key: str) -> str:
+    return root.rstrip("/") + "/" + key if _is_s3(root) else os.path.join(root, key)
+
+
+def _parse_manifest(data: bytes, where: str) -> dict:
+    """A manifest's JSON object, or a ModelError naming where it came from and what is wrong."""
+    try:
+        manifest = json.loads(data)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ModelError(f"{where}: unreadable manifest (not JSON: {exc})") from None
+    if not isinstance(manifest, dict):
+        raise ModelError(f"{where}: unreadable manifest (a JSON {type(manifest).__name__}, not an object)")
+    if not isinstance(manifest.get("files", {}), dict):
+        raise ModelError(f"{where}: unreadable manifest (its 'files' is not an object)")
+    return manifest
 
 
 def _cache_root() -> str:
@@ -87,19 +115,29 @@ def _cache_root() -> str:
 
 def _fetch(root: str, name: str, version: str) -> str:
     """Download a version from an S3 registry into the local cache; returns the folder."""
-    from .errors import StorageError
+    from .errors import StorageError, TransientStorageError
     bucket_prefix = root[len("s3://"):].strip("/").replace("/", "_")
     folder = os.path.join(_cache_root(), "models", bucket_prefix, name, version)
     store = _store(root)
+    key = f"{name}/{version}/manifest.json"
     try:
-        manifest = json.loads(store.read(f"{name}/{version}/manifest.json"))
+        data = store.read(key)
+    except TransientStorageError:
+        raise                                   # an outage, not a missing model: retried
     except StorageError:
         raise ModelError(f"model {name}:{version} not found in registry {root}") from None
+    manifest = _parse_manifest(data, _join(root, key))
     os.makedirs(folder, exist_ok=True)
     for fname in MODEL_FILES:
         path = os.path.join(folder, fname)
         if not (os.path.exists(path) and sha256_of(path) == manifest.get("files", {}).get(fname)):
-            _write_atomic(path, store.read(f"{name}/{version}/{fname}"))
+            try:
+                data = store.read(f"{name}/{version}/{fname}")
+            except TransientStorageError:
+                raise
+            except StorageError as exc:
+                raise ModelError(f"model {name}:{version} in {root} is incomplete: {exc}") from None
+            _write_atomic(path, data)
     _write_atomic(os.path.join(folder, "manifest.json"), json.dumps(manifest, indent=2, sort_keys=True).encode())
     return folder
 
@@ -107,21 +145,30 @@ def _fetch(root: str, name: str, version: str) -> str:
 def _write_atomic(path: str, data: bytes) -> None:
     """Several workers on a host share the cache: each writes its own temporary file."""
     import tempfile
+
+    from .storage import _umask
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix="." + os.path.basename(path) + ".", suffix=".part")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())        # as open() would: mkstemp makes 0600
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def _load_folder(folder: str, verify: bool) -> ModelHandle:
     manifest_path = os.path.join(folder, "manifest.json")
     try:
-        with open(manifest_path) as f:
-            manifest = json.load(f)
+        with open(manifest_path, "rb") as f:
+            data = f.read()
     except FileNotFoundError:
         raise ModelError(f"{folder}: no manifest.json") from None
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{manifest_path}: unreadable manifest ({exc})") from None
+    except OSError as exc:
+        raise ModelError(f"{manifest_path}: unreadable manifest ({exc.strerror or exc})") from None
+    manifest = _parse_manifest(data, manifest_path)
     if verify:
         expected = manifest.get("files", {})
         for fname in MODEL_FILES:
@@ -140,10 +187,13 @@ def resolve(ref: str | None = None, root: str | None = None, verify: bool = True
     """Turn a model reference into a verified ModelHandle."""
     ref = ref or defaults.MODEL
     root = root or defaults.models_root()
-    if os.path.isdir(ref):
-        return _load_folder(os.path.abspath(ref), verify)
-    if ref.endswith(".xml") and os.path.isfile(ref):
-        return _load_folder(os.path.dirname(os.path.abspath(ref)), verify)
+    if _is_path(ref):
+        if ref.endswith(".xml") and os.path.isfile(ref):
+            return _load_folder(os.path.dirname(os.path.abspath(ref)), verify)
+        if os.path.isdir(ref):
+            return _load_folder(os.path.abspath(ref), verify)
+        if not _NAME.match(ref.partition(":")[0]):
+            raise ModelError(f"invalid model name {ref!r}, and no such model folder or model.xml either")
     name, _, version = ref.partition(":")
     _check_name("name", name)
     if not version or version == "latest":
@@ -159,14 +209,33 @@ def resolve(ref: str | None = None, root: str | None = None, verify: bool = True
     return _load_folder(folder, verify)
 
 
-def list_models(root: str | None = None) -> list[dict]:
-    """One row per version: name, version, precision, created, whether it is latest."""
+def _is_path(ref: str) -> bool:
+    """A reference names a folder or file only if it has a path separator or ends in .xml."""
+    return ("/" in ref or os.sep in ref or (os.altsep or "/") in ref or ref.endswith(".xml")
+            or ref in (".", ".."))
+
+
+def list_models(root: str | None = None, skipped: list | None = None) -> list[dict]:
+    """One row per version: name, version, precision, created, whether it is latest.
+
+    A version whose manifest cannot be read or parsed is left out; its ModelError goes into
+    `skipped` when a list is given. A registry that cannot be listed at all (a missing
+    bucket, access denied) is a ModelError; an outage is a TransientStorageError.
+    """
+    from .errors import StorageError, TransientStorageError
     root = root or defaults.models_root()
     if not _is_s3(root) and not os.path.isdir(root):
         return []
     store = _store(root)
-    versions = sorted(tuple(k.split("/")[:2]) for k in store.list()
-                      if k.count("/") == 2 and k.endswith("/manifest.json") and _NAME.match(k.split("/")[0]))
+    try:
+        keys = store.list()
+    except TransientStorageError:
+        raise
+    except StorageError as exc:
+        raise ModelError(f"cannot list registry {root}: {exc}") from None
+    versions = sorted(tuple(k.split("/")[:2]) for k in keys
+                      if k.count("/") == 2 and k.endswith("/manifest.json") and _NAME.match(k.split("/")[0])
+                      and _NAME.match(k.split("/")[1]) and not k.split("/")[1].endswith(".partial"))
     rows, latest = [], {}
     for name, version in versions:
         if name not in latest:
@@ -174,7 +243,15 @@ def list_models(root: str | None = None) -> list[dict]:
                 latest[name] = latest_version(root, name)
             except ModelError:
                 latest[name] = None
-        m = json.loads(store.read(f"{name}/{version}/manifest.json"))
+        key = f"{name}/{version}/manifest.json"
+        try:
+            m = _parse_manifest(store.read(key), _join(root, key))
+        except TransientStorageError:
+            raise
+        except (ModelError, StorageError) as exc:
+            if skipped is not None:
+                skipped.append(exc if isinstance(exc, ModelError) else ModelError(str(exc)))
+            continue
         rows.append({"name": name, "version": version, "precision": m.get("precision"),
                      "created": m.get("created"), "latest": version == latest[name]})
     return rows
@@ -203,22 +280,45 @@ def publish(root: str, name: str, version: str, model_xml: str, manifest: dict,
     folder = os.path.join(root, name, version)
     if os.path.exists(folder):
         raise ModelError(f"{name}:{version} already exists in {root}; versions are immutable")
+    sources = _sources(model_xml)
     staging = folder + ".partial"
     shutil.rmtree(staging, ignore_errors=True)
-    os.makedirs(staging)
-    shutil.copyfile(model_xml, os.path.join(staging, "model.xml"))
-    shutil.copyfile(os.path.splitext(model_xml)[0] + ".bin", os.path.join(staging, "model.bin"))
-    full = _full_manifest(manifest, name, version, {f: os.path.join(staging, f) for f in MODEL_FILES})
-    with open(os.path.join(staging, "manifest.json"), "w") as f:
-        json.dump(full, f, indent=2, sort_keys=True)
-    os.rename(staging, folder)
+    try:
+        os.makedirs(staging)
+        shutil.copyfile(sources["model.xml"], os.path.join(staging, "model.xml"))
+        shutil.copyfile(sources["model.bin"], os.path.join(staging, "model.bin"))
+        full = _full_manifest(manifest, name, version, {f: os.path.join(staging, f) for f in MODEL_FILES})
+        with open(os.path.join(staging, "manifest.json"), "w") as f:
+            json.dump(full, f, indent=2, sort_keys=True)
+        os.rename(staging, folder)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ModelError(f"cannot publish {name}:{version} in {root}: "
+                         f"{exc.filename or ''}{': ' if exc.filename else ''}{exc.strerror or exc}") from None
+    except (TypeError, ValueError) as exc:           # json.dump of fields that are not JSON
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ModelError(f"cannot publish {name}:{version}: the manifest fields are not JSON ({exc})") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     if make_latest:
         promote(root, name, version)
     return _load_folder(folder, verify=True)
 
 
+def _sources(model_xml: str) -> dict:
+    """model.xml and the .bin beside it, both checked to be there before anything is written."""
+    sources = {"model.xml": model_xml, "model.bin": os.path.splitext(model_xml)[0] + ".bin"}
+    for path in sources.values():
+        if not os.path.isfile(path):
+            raise ModelError(f"{path}: no such file (an IR is a model.xml and the .bin beside it)")
+    return sources
+
+
 def _full_manifest(manifest: dict, name: str, version: str, paths: dict) -> dict:
     """The descriptive fields plus name, version, created and the sha256 of every file."""
+    if not isinstance(manifest, dict):
+        raise ModelError(f"the manifest fields must be a JSON object, not a {type(manifest).__name__}")
     full = dict(manifest)
     full.update(name=name, version=version,
                 created=full.get("created") or datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -229,12 +329,21 @@ def _full_manifest(manifest: dict, name: str, version: str, paths: dict) -> dict
 def _publish_s3(root, name, version, model_xml, manifest, make_latest) -> ModelHandle:
     """Upload the files, then the manifest (its presence marks the version complete)."""
     store = _store(root)
-    sources = {"model.xml": model_xml, "model.bin": os.path.splitext(model_xml)[0] + ".bin"}
-    full = _full_manifest(manifest, name, version, sources)
-    for fname, path in sources.items():
-        with open(path, "rb") as f:
-            store.write(f"{name}/{version}/{fname}", f.read())
-    store.write(f"{name}/{version}/manifest.json", json.dumps(full, indent=2, sort_keys=True).encode())
+    sources = _sources(model_xml)
+    try:                                # everything read and checked before the first upload
+        full = _full_manifest(manifest, name, version, sources)
+        blobs = {}
+        for fname, path in sources.items():
+            with open(path, "rb") as f:
+                blobs[fname] = f.read()
+        blobs["manifest.json"] = json.dumps(full, indent=2, sort_keys=True).encode()
+    except OSError as exc:
+        raise ModelError(f"cannot publish {name}:{version}: {exc.filename or ''}"
+                         f"{': ' if exc.filename else ''}{exc.strerror or exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"cannot publish {name}:{version}: the manifest fields are not JSON ({exc})") from None
+    for fname, data in blobs.items():   # the manifest last: its presence marks the version complete
+        store.write(f"{name}/{version}/{fname}", data)
     if make_latest:
         promote(root, name, version)
     return resolve(f"{name}:{version}", root)

@@ -7,21 +7,63 @@ throttling, 5xx: worth retrying later) or permanent (missing key, access denied)
 Writes are atomic: locally bytes go to a temporary name beside the target, then a rename;
 an S3 PUT is atomic by itself. No reader ever sees a half-written result.
 """
+import errno
+import fcntl
 import os
 import posixpath
 import tempfile
+import time
 
+from . import defaults
 from .errors import PathError, StorageError, TransientStorageError
 
 
+# The most bytes one read loads into memory: an uncompressed scan at the pixel limit
+# (16-bit RGBA: 8 bytes a pixel) plus room for headers and metadata. A larger object is
+# refused from its size, before any of it is read (a hostile or mistaken huge upload).
+def read_limit(max_pixels: int) -> int:
+    return max_pixels * 8 + (64 << 20)
+
+
+MAX_READ_BYTES = read_limit(defaults.MAX_PIXELS)
+# A temporary .part file this old is a leftover of a dead writer even where file locks do
+# not work (writes are whole byte strings in memory: none takes anywhere near this long).
+STALE_PART_AGE_S = 3600
+
+
 def safe_relative(name: str) -> str:
-    """Validate a relative name used to place outputs: no absolute paths, no `..`."""
+    """Validate a relative name used to place outputs; returned unchanged.
+
+    Refused (PathError), never rewritten: absolute names, `..`, `.` and empty segments
+    ('a//b', 'a/'), backslashes (a file named 'sub\\b.png' is not 'sub/b.png'), NUL.
+    """
     if not name or "\x00" in name:
         raise PathError(f"invalid relative name {name!r}")
-    norm = name.replace("\\", "/")
-    if norm.startswith("/") or any(part == ".." for part in norm.split("/")):
+    if name.startswith("/") or any(part == ".." for part in name.replace("\\", "/").split("/")):
         raise PathError(f"relative name {name!r} escapes its root")
-    return posixpath.normpath(norm)
+    if "\\" in name:
+        raise PathError(f"relative name {name!r} contains a backslash")
+    if any(part in ("", ".") for part in name.split("/")):
+        raise PathError(f"relative name {name!r} has an empty or '.' path segment")
+    return name
+
+
+def _too_large(uri: str, size: int, limit: int) -> StorageError:
+    return StorageError(f"{uri}: cannot read ({size} bytes, over the limit of {limit} bytes)")
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (os.umask would race other threads)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def printable(name: str) -> str:
@@ -61,7 +103,8 @@ class Storage:
     """Read and write bytes by key under a root URI."""
     root: str
 
-    def read(self, key: str) -> bytes:
+    def read(self, key: str, max_bytes: int = MAX_READ_BYTES) -> bytes:
+        """The object's bytes; StorageError, before reading, if it is over max_bytes."""
         raise NotImplementedError
 
     def write(self, key: str, data: bytes) -> str:
@@ -85,13 +128,32 @@ class Storage:
 class LocalStorage(Storage):
     @staticmethod
     def _remove_stale_parts(folder: str, name: str) -> None:
-        """Temporary files of earlier writes of the same key (a writer killed mid-write)."""
+        """Temporary files of earlier writes of the same key left by a writer that died.
+
+        A live writer holds an exclusive lock on its .part file from creation to rename, so
+        a part we can lock has no writer any more; where locks are not supported only a part
+        older than STALE_PART_AGE_S is taken for dead. A part in progress is never removed.
+        """
         import glob
         for stale in glob.glob(os.path.join(glob.escape(folder), "." + glob.escape(name) + ".*.part")):
             try:
-                os.unlink(stale)
+                fd = os.open(stale, os.O_RDONLY | os.O_NOFOLLOW)
+            except OSError:
+                continue                              # renamed or removed meanwhile
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError as exc:
+                    if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                        continue                      # a writer is at work on it
+                    if time.time() - os.fstat(fd).st_mtime < STALE_PART_AGE_S:
+                        continue                      # no locks here: only an old part is dead
+                if os.stat(stale, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
+                    os.unlink(stale)
             except OSError:
                 pass
+            finally:
+                os.close(fd)
 
     def __init__(self, root: str):
         self.root = root[len("file://"):] if root.startswith("file://") else root
@@ -105,12 +167,19 @@ class LocalStorage(Storage):
     def uri(self, key):
         return self._path(key)
 
-    def read(self, key):
+    def read(self, key, max_bytes: int = MAX_READ_BYTES):
+        path = self._path(key)
         try:
-            with open(self._path(key), "rb") as f:
-                return f.read()
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if size > max_bytes:
+                    raise _too_large(path, size, max_bytes)
+                data = f.read(max_bytes + 1)
         except OSError as exc:
-            raise StorageError(f"{self._path(key)}: cannot read ({exc.strerror or exc})") from None
+            raise StorageError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        if len(data) > max_bytes:                     # grew while we read it
+            raise _too_large(path, len(data), max_bytes)
+        return data
 
     def exists(self, key):
         return os.path.exists(self._path(key))
@@ -132,18 +201,39 @@ class LocalStorage(Storage):
         tmp = None
         try:
             os.makedirs(folder, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".part")
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
+            fd, tmp = self._locked_part(folder, os.path.basename(path))
+            # The permissions an ordinary open() would give (mkstemp makes 0600): other users
+            # and workers running as another uid read masks, reports and `latest` pointers.
+            os.fchmod(fd, 0o666 & ~_umask())
+            with os.fdopen(fd, "wb") as f:          # the lock goes with the descriptor: held
+                f.write(data)                       # until the part has its final name
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, path)
+                os.replace(tmp, path)
             self._remove_stale_parts(folder, os.path.basename(path))
             return path
         except OSError as exc:
             if tmp and os.path.exists(tmp):
                 os.unlink(tmp)
             raise StorageError(f"{path}: cannot write ({exc.strerror or exc})") from None
+
+    @staticmethod
+    def _locked_part(folder: str, name: str) -> tuple[int, str]:
+        """A new temporary file beside the target, exclusively locked (see _remove_stale_parts)."""
+        for _ in range(10):
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + name + ".", suffix=".part")
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+                    os.close(fd)
+                    raise
+                return fd, tmp                      # no locks here: the age rule protects it
+            # Between mkstemp and the lock another writer may have taken it for dead.
+            if os.fstat(fd).st_nlink > 0:
+                return fd, tmp
+            os.close(fd)
+        raise OSError(errno.EAGAIN, "could not create a temporary file")
 
 
 _S3_CLIENTS = {}
@@ -155,15 +245,15 @@ _PERMANENT_S3_CODES = {"NoSuchKey", "NoSuchBucket", "404", "NotFound", "AccessDe
 
 def s3_client():
     """One boto3 client per process (clients are thread-safe but must not cross a fork)."""
-    pid = os.getpid()
-    if pid not in _S3_CLIENTS:
+    key = (os.getpid(), os.environ.get("AWS_ENDPOINT_URL"))     # a changed endpoint: a new client
+    if key not in _S3_CLIENTS:
         import boto3
         from botocore.config import Config
         config = Config(retries={"max_attempts": 6, "mode": "standard"},
                         connect_timeout=5, read_timeout=60)
         _S3_CLIENTS.clear()
-        _S3_CLIENTS[pid] = boto3.client("s3", config=config)
-    return _S3_CLIENTS[pid]
+        _S3_CLIENTS[key] = boto3.client("s3", config=config)
+    return _S3_CLIENTS[key]
 
 
 def _s3_error(uri: str, action: str, exc: Exception) -> StorageError:
@@ -192,11 +282,26 @@ class S3Storage(Storage):
     def uri(self, key):
         return f"s3://{self.bucket}/{self._key(key)}"
 
-    def read(self, key):
+    def read(self, key, max_bytes: int = MAX_READ_BYTES):
         try:
-            return s3_client().get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+            response = s3_client().get_object(Bucket=self.bucket, Key=self._key(key))
         except Exception as exc:
             raise _s3_error(self.uri(key), "read", exc) from None
+        body = response["Body"]
+        try:
+            size = response.get("ContentLength")
+            if size is not None and size > max_bytes:
+                raise _too_large(self.uri(key), size, max_bytes)
+            data = body.read(max_bytes + 1)
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise _s3_error(self.uri(key), "read", exc) from None
+        finally:
+            body.close()                              # an unread rest is dropped, not downloaded
+        if len(data) > max_bytes:
+            raise _too_large(self.uri(key), len(data), max_bytes)
+        return data
 
     def write(self, key, data):
         try:
@@ -240,9 +345,9 @@ def locate(uri: str) -> tuple[Storage, str]:
     return open_storage(os.path.dirname(uri) or "."), os.path.basename(uri)
 
 
-def read_uri(uri: str) -> bytes:
+def read_uri(uri: str, max_bytes: int = MAX_READ_BYTES) -> bytes:
     storage, key = locate(uri)
-    return storage.read(key)
+    return storage.read(key, max_bytes)
 
 
 def open_storage(root: str) -> Storage:

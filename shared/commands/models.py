@@ -18,8 +18,15 @@ def models(ctx, registry_root):
 @click.pass_obj
 def list_(root):
     """One line per model version; * marks what `latest` resolves to."""
+    from ..errors import DustspotError
     from ..registry import list_models
-    rows = list_models(root)
+    skipped = []
+    try:
+        rows = list_models(root, skipped)
+    except DustspotError as exc:
+        raise click.ClickException(str(exc)) from None
+    for exc in skipped:
+        click.echo(f"warning: skipped {exc}", err=True)
     if not rows:
         click.echo(f"no models in {root}")
     for row in rows:
@@ -32,11 +39,11 @@ def list_(root):
 @click.pass_obj
 def show(root, ref):
     """Print a model's manifest (after verifying its files' sha256)."""
-    from ..errors import ModelError
+    from ..errors import DustspotError
     from ..registry import resolve
     try:
         handle = resolve(ref, root)
-    except ModelError as exc:
+    except DustspotError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(handle.manifest, indent=2, sort_keys=True))
 
@@ -56,8 +63,16 @@ def publish(root, model_xml, name, version, manifest_path, latest):
     from ..registry import publish as do_publish
     fields = {}
     if manifest_path:
-        with open(manifest_path) as f:
-            fields = json.load(f)
+        try:
+            with open(manifest_path, "rb") as f:
+                fields = json.loads(f.read())
+        except OSError as exc:
+            raise click.ClickException(f"{manifest_path}: cannot read ({exc.strerror or exc})") from None
+        except ValueError as exc:
+            raise click.ClickException(f"{manifest_path}: not JSON ({exc})") from None
+        if not isinstance(fields, dict):
+            raise click.ClickException(f"{manifest_path}: must hold a JSON object of manifest fields, "
+                                       f"not a {type(fields).__name__}")
         for generated in ("name", "version", "created", "files"):
             fields.pop(generated, None)
     try:
@@ -72,13 +87,13 @@ def publish(root, model_xml, name, version, manifest_path, latest):
 @click.pass_obj
 def promote(root, ref):
     """Point NAME's `latest` at VERSION (REF is NAME:VERSION)."""
-    from ..errors import ModelError
+    from ..errors import DustspotError
     from ..registry import promote as do_promote
     name, _, version = ref.partition(":")
     if not version:
         raise click.UsageError("give NAME:VERSION")
     try:
         do_promote(root, name, version)
-    except ModelError as exc:
+    except DustspotError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"{name}: latest -> {version}")
