@@ -24,6 +24,7 @@ def encode_clean(pixels: np.ndarray, fmt: str, icc_profile: bytes | None = None,
     PNG, TIFF) and the EXIF block (JPEG, orientation reset: the pixels are upright).
     """
     ext = CLEAN_EXTENSIONS[fmt]
+    icc_profile = icc_profile if _profile_fits(icc_profile, pixels) else None
     if pixels.dtype == np.uint8 and fmt in ("JPEG", "PNG"):
         from PIL import Image
         rgb = pixels if pixels.ndim == 2 else cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
@@ -46,6 +47,15 @@ def encode_clean(pixels: np.ndarray, fmt: str, icc_profile: bytes | None = None,
     if not ok:
         raise ValueError(f"encoding the cleaned image as {fmt} failed")
     return ".clean" + ext, buf.tobytes()
+
+
+def _profile_fits(icc_profile: bytes | None, pixels: np.ndarray) -> bool:
+    """Whether an ICC profile describes pixels like these: its data colour space (header bytes
+    16-19) is RGB for colour, GRAY for gray.  A CMYK scan is decoded to BGR, so its CMYK
+    profile would make colour-managed viewers show the cleaned copy in wrong colours."""
+    if not icc_profile or len(icc_profile) < 20:
+        return False
+    return icc_profile[16:20] == (b"GRAY" if pixels.ndim == 2 else b"RGB ")
 
 
 def to_uint8(pixels: np.ndarray) -> np.ndarray:

@@ -109,3 +109,16 @@ def test_workers_report_a_bad_option_instead_of_hanging(tmp_path, registry_root)
     assert res.returncode != 0
     assert "overlap 64 must be smaller than the tile (32)" in res.stderr
     assert time.monotonic() - started < 120
+
+
+def test_a_cmyk_scan_cleaned_to_rgb_drops_its_cmyk_profile(tmp_path, make_session):
+    from PIL import ImageCms
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    cmyk_profile = srgb[:16] + b"CMYK" + srgb[20:]        # what the header says is what counts
+    cmyk = Image.fromarray(textured(90, 120, seed=4)[:, :, ::-1]).convert("CMYK")
+    cmyk.save(tmp_path / "c.jpg", quality=95, icc_profile=cmyk_profile)
+    report = process_scan(str(tmp_path / "c.jpg"), str(tmp_path / "out"), "c.jpg",
+                          make_session("conv", working_size=256, inpaint=True))
+    assert report["status"] == "ok"
+    clean = Image.open(tmp_path / "out" / "c.clean.jpg")
+    assert clean.mode == "RGB" and clean.info.get("icc_profile") is None
