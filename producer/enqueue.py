@@ -4,17 +4,23 @@ Scans whose outputs are complete in the destination (mask and report) are skippe
 are scans whose job is still queued or running; --force re-runs everything not in
 flight. Jobs go to Redis in pipelined chunks (rq's enqueue_many).
 """
+import json
+import os
 import posixpath
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from shared import batches, defaults
-from shared.jobs import JOB_FUNCTION, JobPayload, check_batch_name, default_batch_name, job_id
+from shared.errors import DustspotError
+from shared.jobs import (JOB_FUNCTION, JobPayload, PayloadError, check_batch_name, check_options,
+                         default_batch_name, job_id)
 from shared.outputs import SUFFIX_MASK, SUFFIX_REPORT
 from shared.queues import FAILURE_TTL, JOB_TIMEOUT, RESULT_TTL, queue as make_queue
-from shared.storage import open_storage, printable
+from shared.storage import claim_outputs, locate, open_storage, output_stem, printable, safe_relative
 
 CHUNK = 1000
 IN_FLIGHT = {"queued", "started", "deferred", "scheduled"}
+REPORT_READERS = 16          # reports read at once when checking which scans are done
 
 
 @dataclass
@@ -25,42 +31,123 @@ class EnqueueResult:
     skipped_done: int = 0
     skipped_in_flight: int = 0
     job_ids: list = field(default_factory=list)
+    refused: list = field(default_factory=list)     # (printable name, reason): not enqueued
+
+
+def normalize_root(root: str) -> str:
+    """One spelling per place: local paths absolute (workers have their own cwd), S3 as parsed."""
+    if root.startswith("s3://"):
+        return open_storage(root).root
+    path = root[len("file://"):] if root.startswith("file://") else root
+    return os.path.abspath(path)
+
+
+def is_scan(key: str) -> bool:
+    return key.lower().endswith(defaults.IMAGE_EXTENSIONS) and not any(
+        part.startswith(".") for part in key.split("/"))
 
 
 def list_scans(source_root: str) -> list[str]:
     """Relative keys of the image files under a folder or S3 prefix (hidden files skipped)."""
-    keys = open_storage(source_root).list()
-    return [k for k in keys if k.lower().endswith(defaults.IMAGE_EXTENSIONS)
-            and not any(part.startswith(".") for part in k.split("/"))]
+    return [k for k in open_storage(source_root).list() if is_scan(k)]
 
 
-def done_stems(dest_root: str) -> set[str]:
-    """Stems whose outputs are complete: mask and report both present (report is last)."""
+def find_source(source_root: str) -> tuple[str, list[str]]:
+    """(root, keys) for a folder, an S3 prefix, one local file or one S3 object."""
+    if not source_root.startswith("s3://"):
+        if os.path.isfile(source_root):
+            folder, name = os.path.split(source_root)
+            if not is_scan(name):
+                raise DustspotError(f"{source_root}: not a scan ({', '.join(defaults.IMAGE_EXTENSIONS)})")
+            return folder, [name]
+        if not os.path.isdir(source_root):
+            raise DustspotError(f"{source_root}: no such folder or file")
+        return source_root, list_scans(source_root)
+    keys = list_scans(source_root)
+    if not keys:
+        storage, key = locate(source_root)
+        if key and is_scan(key) and storage.exists(key):          # one object, not a prefix
+            return source_root.rsplit("/", 1)[0], [key.rsplit("/", 1)[-1]]
+    return source_root, keys
+
+
+def done_stems(dest_root: str, stems=None) -> set[str]:
+    """Stems whose outputs are complete: mask present and a report (written last) saying "ok".
+
+    `stems`: only these are checked (the scans being enqueued), None: all.
+    """
     try:
-        keys = set(open_storage(dest_root).list())
+        dest = open_storage(dest_root)
+        keys = set(dest.list())
     except Exception:
         return set()
-    return {k[: -len(SUFFIX_MASK)] for k in keys
-            if k.endswith(SUFFIX_MASK) and k[: -len(SUFFIX_MASK)] + SUFFIX_REPORT in keys}
+    candidates = [k[: -len(SUFFIX_MASK)] for k in keys
+                  if k.endswith(SUFFIX_MASK) and k[: -len(SUFFIX_MASK)] + SUFFIX_REPORT in keys]
+    if stems is not None:
+        stems = set(stems)
+        candidates = [c for c in candidates if c in stems]
+
+    def ok(stem):
+        try:
+            return json.loads(dest.read(stem + SUFFIX_REPORT)).get("status") == "ok"
+        except Exception:                 # unreadable or not JSON: not done
+            return False
+
+    with ThreadPoolExecutor(REPORT_READERS) as pool:
+        return {stem for stem, done in zip(candidates, pool.map(ok, candidates)) if done}
 
 
 def plan(source_root: str, dest_root: str, batch: str, model: str | None, options: dict,
-         keys: list[str] | None = None) -> list[JobPayload]:
-    """One payload per scan (keys: the source listing, or None to list it now)."""
+         keys: list[str] | None = None, refused: list | None = None) -> list[JobPayload]:
+    """One payload per scan (keys: the source listing, or None to list it now).
+
+    A key that cannot name outputs safely (empty part, absolute, `..`) is left out and added
+    to `refused` as (name, reason); the others go ahead.
+    """
     source = open_storage(source_root)
     keys = list_scans(source_root) if keys is None else keys
-    return [JobPayload(source=source.uri(k), dest=dest_root, name=k, batch=batch, model=model,
-                       options=options) for k in keys]
+    payloads = []
+    for k in keys:
+        try:
+            if safe_relative(k) != k:       # else the job would read another object than `k`
+                raise PayloadError(f"relative name {k!r} has empty, '.' or '\\' parts")
+            uri = source.uri(k)
+        except DustspotError as exc:
+            if refused is None:
+                raise
+            refused.append((printable(k), printable(str(exc))))
+            continue
+        payloads.append(JobPayload(source=uri, dest=dest_root, name=k, batch=batch, model=model,
+                                   options=options))
+    return payloads
 
 
 def enqueue(redis, source_root: str, dest_root: str, batch: str | None = None,
             queue_name: str = "dustspot", model: str | None = None, options: dict | None = None,
             force: bool = False, dry_run: bool = False, keys: list[str] | None = None) -> EnqueueResult:
+    source_root, dest_root = normalize_root(source_root), normalize_root(dest_root)
     batch = check_batch_name(batch) if batch else default_batch_name(source_root, dest_root)
-    payloads = plan(source_root, dest_root, batch, model, options or {}, keys)
-    result = EnqueueResult(batch, scans=len(payloads))
-    done = set() if force or dry_run else done_stems(dest_root)
-    ids = [job_id(batch, p.source) for p in payloads]
+    options = check_options(dict(options or {}))
+    if keys is None:
+        source_root, keys = find_source(source_root)
+    refused = []
+    planned = plan(source_root, dest_root, batch, model, options, keys, refused)
+    payloads, ids, first, owners = [], [], {}, {}
+    for p in planned:                   # two keys, one scan: refused before anything is recorded
+        jid = job_id(batch, p.source)
+        if jid in first:
+            refused.append((printable(p.name), f"same scan as {printable(first[jid])!r} "
+                                                    f"({printable(p.source)})"))
+            continue
+        clash = claim_outputs(owners, p.name, p.source)
+        if clash:
+            refused.append((printable(p.name), clash))
+            continue
+        first[jid] = p.name
+        payloads.append(p)
+        ids.append(jid)
+    result = EnqueueResult(batch, scans=len(payloads), refused=refused)
+    done = set() if force or dry_run else done_stems(dest_root, {output_stem(p.name) for p in payloads})
 
     statuses = {}
     if not dry_run:
@@ -72,7 +159,7 @@ def enqueue(redis, source_root: str, dest_root: str, batch: str | None = None,
     q = None if dry_run else make_queue(queue_name, redis)
     todo = []
     for payload, jid in zip(payloads, ids):
-        if posixpath.splitext(payload.name)[0] in done:
+        if output_stem(payload.name) in done:
             result.skipped_done += 1
         elif statuses.get(jid) in IN_FLIGHT:
             result.skipped_in_flight += 1
@@ -83,8 +170,10 @@ def enqueue(redis, source_root: str, dest_root: str, batch: str | None = None,
     if dry_run:
         return result
 
+    # Only the jobs enqueued now join the batch: a scan skipped as done would never end, and
+    # `status --watch` would wait for it forever.
     batches.register(redis, batch, {"source": source_root, "dest": dest_root, "queue": queue_name,
-                                    "model": model or ""}, ids, result.job_ids)
+                                    "model": model or ""}, result.job_ids, result.job_ids)
     for start in range(0, len(todo), CHUNK):
         chunk = todo[start:start + CHUNK]
         pipe = redis.pipeline()

@@ -45,7 +45,7 @@ def job_ended(redis, batch: str, job_id: str, name: str, spots: int | None, erro
         pipe.hset(key(batch, "spots"), name, spots)
         pipe.hdel(key(batch, "failures"), name)
     else:
-        pipe.hset(key(batch, "failures"), name, error)
+        pipe.hset(key(batch, "failures"), name, printable(error))
     pipe.srem(key(batch, "pending"), job_id)
     pipe.scard(key(batch, "pending"))
     removed, remaining = pipe.execute()[-2:]
@@ -62,12 +62,29 @@ def job_statuses(redis, batch: str) -> dict:
 
 
 def counts(redis, batch: str) -> dict:
+    """Jobs per status. A job whose rq record is gone (expired a week after it ended) counts as
+    "expired" once the batch no longer waits for it, as "queued" while it still does (the
+    producer records a batch's jobs just before it puts them on the queue)."""
     statuses = job_statuses(redis, batch)
-    out = {s: 0 for s in ("queued", "started", "finished", "failed")}
-    for status in statuses.values():
+    pending = {_text(j) for j in redis.smembers(key(batch, "pending"))}
+    out = {s: 0 for s in ("queued", "started", "finished", "failed", "expired")}
+    for job_id, status in statuses.items():
+        if status == "missing":
+            status = "queued" if job_id in pending else "expired"
         out[status] = out.get(status, 0) + 1
     out["total"] = len(statuses)
+    out["pending"] = len(pending)
     return out
+
+
+def ended(c: dict) -> int:
+    """Jobs of a batch that will not run again (from `counts`)."""
+    return c["finished"] + c["failed"] + c["expired"]
+
+
+def complete(redis, batch: str) -> bool:
+    """True when no scan of the batch is waiting to end (the summary has been written)."""
+    return redis.scard(key(batch, "pending")) == 0
 
 
 def info(redis, batch: str) -> dict:

@@ -3,6 +3,7 @@
 Entry points (CLI flags, environment variables, the job payload) override these;
 nothing else in the code base hard-codes a tunable value.
 """
+import math
 import os
 
 # --- pipeline -----------------------------------------------------------------
@@ -19,9 +20,11 @@ TILE_MARGIN = 16
 THRESHOLD = 0.5
 MIN_SPOT_AREA = 1            # native pixels; smaller components are dropped
 BATCH = 1                    # tiles per request; parallelism comes from several requests in flight
+MAX_TILE = 4096              # largest tile a job or flag may ask for
 
 # --- image input ----------------------------------------------------------------
 MAX_PIXELS = 300_000_000     # refused from the header, before decoding
+MAX_WORKING_SIZE = math.isqrt(MAX_PIXELS)   # a working image may not exceed the pixel limit either
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 
 # --- outputs ---------------------------------------------------------------------
@@ -33,6 +36,7 @@ DEVICE = "CPU"
 PRECISION = None             # None: the device's best (bf16 on AVX-512 BF16 CPUs)
 THREADS = None               # None: all cores
 STREAMS = None               # None: OpenVINO chooses
+MAX_SESSIONS = 2             # compiled models a worker keeps (least recently used goes): each is 100s of MB
 
 # --- models ------------------------------------------------------------------------
 BUNDLED_MODELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")

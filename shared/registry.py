@@ -187,7 +187,7 @@ def resolve(ref: str | None = None, root: str | None = None, verify: bool = True
     """Turn a model reference into a verified ModelHandle."""
     ref = ref or defaults.MODEL
     root = root or defaults.models_root()
-    if _is_path(ref):
+    if is_path(ref):
         if ref.endswith(".xml") and os.path.isfile(ref):
             return _load_folder(os.path.dirname(os.path.abspath(ref)), verify)
         if os.path.isdir(ref):
@@ -209,7 +209,7 @@ def resolve(ref: str | None = None, root: str | None = None, verify: bool = True
     return _load_folder(folder, verify)
 
 
-def _is_path(ref: str) -> bool:
+def is_path(ref: str) -> bool:
     """A reference names a folder or file only if it has a path separator or ends in .xml."""
     return ("/" in ref or os.sep in ref or (os.altsep or "/") in ref or ref.endswith(".xml")
             or ref in (".", ".."))

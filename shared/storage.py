@@ -66,9 +66,22 @@ def _umask() -> int:
     return mask
 
 
-def printable(name: str) -> str:
-    """A name safe to store as UTF-8 text (file names on Linux may be any bytes)."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+def printable(text) -> str:
+    """Any str as text that encodes to UTF-8: safe to print and to store (Redis, JSON, logs).
+
+    File names on Linux may be any bytes: those smuggled in as surrogate escapes (os.fsdecode)
+    come out as \\xNN, other lone surrogates as \\udNNN.
+    """
+    text = str(text)
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def allowed_roots() -> list[str]:
@@ -97,6 +110,18 @@ def check_allowed(uri: str, roots: list[str]) -> None:
 def output_stem(relative_name: str) -> str:
     """'a/b.tif' -> 'a/b': outputs are <stem>.mask.png, <stem>.json, ..."""
     return posixpath.splitext(safe_relative(relative_name))[0]
+
+
+def claim_outputs(owners: dict, relative_name: str, source: str) -> str | None:
+    """Record in `owners` (stem -> source) that `source` writes its stem's outputs; or, when an
+    earlier scan already does (x.png and x.tif both write x.mask.png and x.json), return why
+    this one may not: it is refused rather than left to overwrite the other's outputs."""
+    stem = output_stem(relative_name)
+    if stem in owners:
+        return (f"not processed: its outputs ({stem}.mask.png, {stem}.json) would overwrite "
+                f"those of {printable(owners[stem])}; give it a folder of its own")
+    owners[stem] = source
+    return None
 
 
 class Storage:
@@ -240,7 +265,7 @@ _S3_CLIENTS = {}
 # Retrying these cannot help: the key is not there or these credentials may not have it.
 _PERMANENT_S3_CODES = {"NoSuchKey", "NoSuchBucket", "404", "NotFound", "AccessDenied", "403",
                        "InvalidObjectState", "AllAccessDisabled", "InvalidBucketName",
-                       "InvalidAccessKeyId", "SignatureDoesNotMatch"}
+                       "InvalidAccessKeyId", "SignatureDoesNotMatch", "KeyTooLongError"}
 
 
 def s3_client():
@@ -257,7 +282,9 @@ def s3_client():
 
 
 def _s3_error(uri: str, action: str, exc: Exception) -> StorageError:
-    from botocore.exceptions import ClientError
+    from botocore.exceptions import ClientError, NoCredentialsError
+    if isinstance(exc, NoCredentialsError):      # configuration, not an outage: no retrying
+        return StorageError(f"{uri}: cannot {action} (no AWS credentials found)")
     if isinstance(exc, ClientError):
         code = str(exc.response.get("Error", {}).get("Code", ""))
         if code in _PERMANENT_S3_CODES:

@@ -82,6 +82,12 @@ def test_hostile_and_broken_scans_in_one_batch(tmp_path, redis_url, registry_roo
     redis = Redis.from_url(redis_url)
     evil = JobPayload(source=str(src / "good1.jpg"), dest=str(dst), name="../../escape.jpg", batch=batch)
     queue("dustspot", redis).enqueue("worker.job.segment_job", evil.to_dict(), job_id="planted-escape")
+    # A planted job that names a model folder of its own, outside the allowed roots.
+    model_dir = os.path.join(registry_root, "conv", "1")
+    assert os.path.isfile(os.path.join(model_dir, "model.xml"))
+    foreign = JobPayload(source=str(src / "good1.jpg"), dest=str(dst), name="foreign-model.jpg",
+                         batch=batch, model=model_dir)
+    queue("dustspot", redis).enqueue("worker.job.segment_job", foreign.to_dict(), job_id="planted-model")
     kinds_count = len(kinds) + 1
     assert kinds_count >= 20
 
@@ -104,6 +110,9 @@ def test_hostile_and_broken_scans_in_one_batch(tmp_path, redis_url, registry_roo
     planted = Job.fetch("planted-escape", connection=redis, serializer=serializer())
     assert planted.get_status() == "failed" and "escapes its root" in planted.meta["error"]
     assert not (tmp_path / "escape.mask.png").exists() and not (allowed / "escape.mask.png").exists()
+    planted = Job.fetch("planted-model", connection=redis, serializer=serializer())
+    assert planted.get_status() == "failed" and "outside the allowed roots" in planted.meta["error"]
+    assert model_dir in planted.meta["error"] and not (dst / "foreign-model.mask.png").exists()
 
 
 def _read_mask(path):

@@ -5,13 +5,14 @@ transient storage errors (network, throttling, an S3 endpoint that is down for a
 are retried here with backoff before the job gives up.
 """
 import logging
+import os
 import time
 
-from shared import batches
-from shared.errors import TransientStorageError
+from shared import batches, registry
+from shared.errors import DustspotError, TransientStorageError
 from shared.jobs import JobPayload
 from shared.pipeline import process_scan
-from shared.storage import allowed_roots, check_allowed, output_stem
+from shared.storage import allowed_roots, check_allowed, output_stem, printable
 
 from . import sessions
 
@@ -20,16 +21,36 @@ RETRY_DELAYS = (1, 2, 4, 8, 15, 30)      # ~60 s in all, on top of botocore's ow
 ABANDONED_RETRIES = 3                    # a scan whose worker died is handed out this often
 
 
+class ScanFailed(DustspotError):
+    """A failure whose message had to be made printable (a file name that is not UTF-8)."""
+
+
 def segment_job(payload: dict) -> dict:
+    """Run one scan. A failure's message is always printable text: rq stores it in Redis as
+    UTF-8, and a message it cannot encode would take the worker down instead of the job."""
+    try:
+        return _segment(payload)
+    except Exception as exc:
+        text = str(exc)
+        safe = printable(text)
+        if safe == text:
+            raise
+        raise ScanFailed(safe) from None
+
+
+def _segment(payload: dict) -> dict:
     job = JobPayload.from_dict(payload)
     roots = allowed_roots()
     check_allowed(job.source, roots)
     check_allowed(job.dest.rstrip("/") + "/" + output_stem(job.name), roots)
+    if job.model and registry.is_path(job.model):   # a model folder of its own, not the registry's
+        check_allowed(job.model if job.model.startswith("s3://") else os.path.abspath(job.model), roots)
     if sessions.CACHE is None:
         raise RuntimeError("segment_job runs inside `dustspot worker` (no session cache configured)")
-    session = sessions.CACHE.get(job.model, job.options)
     for attempt, delay in enumerate((*RETRY_DELAYS, None)):
         try:
+            # inside the loop: resolving the model reads the registry, which may be on S3 too
+            session = sessions.CACHE.get(job.model, job.options)
             report = process_scan(job.source, job.dest, job.name, session)
             break
         except TransientStorageError as exc:
@@ -60,7 +81,7 @@ def record_failure(job, exc_type, exc_value, traceback) -> bool:
     is not the scan's fault: it gets a retry, which the cleanup then carries out.
     """
     from rq.exceptions import AbandonedJobError, DeserializationError
-    reason = str(exc_value) or exc_type.__name__
+    reason = printable(str(exc_value) or exc_type.__name__)
     if isinstance(exc_value, DeserializationError):
         log.error("job %s refused: its data is not JSON (a planted or foreign payload; never unpickled)", job.id)
         return True
@@ -70,7 +91,8 @@ def record_failure(job, exc_type, exc_value, traceback) -> bool:
         job.save_meta()
         if abandoned <= ABANDONED_RETRIES:
             job.retries_left = 1
-            log.warning("job %s (%s) was abandoned by its worker: requeued", job.id, job.description)
+            log.warning("job %s (%s) was abandoned by its worker: requeued", job.id,
+                        printable(job.description or ""))
             return True
         reason = f"abandoned by {abandoned} workers in a row (each died while processing it)"
     try:

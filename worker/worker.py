@@ -33,6 +33,13 @@ class DustspotWorker(SimpleWorker):
             return int(max(1, min(job.timeout - working_time, HEARTBEAT_TTL)))
         return HEARTBEAT_TTL
 
+    def handle_job_failure(self, job, queue, started_job_registry=None, exc_string="", execution=None):
+        # rq stores exc_string as UTF-8: one undecodable file name in a traceback must not stop
+        # the worker (and, requeued as abandoned, the next one).
+        from shared.storage import printable
+        return super().handle_job_failure(job, queue, started_job_registry=started_job_registry,
+                                          exc_string=printable(exc_string or ""), execution=execution)
+
     def execute_job(self, job, queue):
         execution = self.prepare_execution(job)
         done = threading.Event()

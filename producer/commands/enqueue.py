@@ -4,6 +4,7 @@ import time
 import click
 
 from shared.commands.options import build_options
+from shared.jobs import MAX_TILE, MAX_WORKING_SIZE
 
 
 @click.command("enqueue")
@@ -15,10 +16,10 @@ from shared.commands.options import build_options
 @click.option("--force", is_flag=True, help="Re-run scans whose outputs already exist.")
 @click.option("--dry-run", is_flag=True, help="List what would be enqueued; touch nothing.")
 @click.option("--redis-url", envvar="REDIS_URL", default=None)
-@click.option("--size", type=click.IntRange(32), default=None, help="Working resolution: long side N px.")
-@click.option("--square", type=click.IntRange(32), default=None, help="Working resolution: N x N.")
+@click.option("--size", type=click.IntRange(32, MAX_WORKING_SIZE), default=None, help="Working resolution: long side N px.")
+@click.option("--square", type=click.IntRange(32, MAX_WORKING_SIZE), default=None, help="Working resolution: N x N.")
 @click.option("--native", is_flag=True, help="No resize.")
-@click.option("--tile", type=click.IntRange(32), default=None, help="Tile side in px.")
+@click.option("--tile", type=click.IntRange(32, MAX_TILE), default=None, help="Tile side in px.")
 @click.option("--overlap", type=click.IntRange(0), default=None, help="Overlap between tiles in px.")
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), default=None, help="Dust probability threshold.")
 @click.option("--spot-threshold", type=click.FloatRange(0, 1), default=None,
@@ -49,9 +50,13 @@ def enqueue(source, dest, batch, queue_name, model_ref, force, dry_run, redis_ur
         result = do_enqueue(None if dry_run else connect(redis_url), source, dest, batch, queue_name,
                             model_ref, options, force=force, dry_run=dry_run)
     except DustspotError as exc:
-        raise click.ClickException(str(exc)) from None
+        from shared.storage import printable
+        raise click.ClickException(printable(str(exc))) from None
     seconds = time.perf_counter() - started
+    for name, reason in result.refused:
+        click.echo(f"refused {name}: {reason}", err=True)
     click.echo(f"{result.scans} scans: {result.enqueued} {'would be ' if dry_run else ''}enqueued, "
-               f"{result.skipped_done} already done, {result.skipped_in_flight} already queued "
+               f"{result.skipped_done} already done, {result.skipped_in_flight} already queued"
+               f"{f', {len(result.refused)} refused' if result.refused else ''} "
                f"({seconds:.2f} s)", err=True)
     click.echo(result.batch)

@@ -25,10 +25,11 @@ def _rate(redis, batch, window=300.0):
 
 
 def _line(batch, c, rate):
-    remaining = c["total"] - c["finished"] - c["failed"]
+    remaining = c["total"] - c["finished"] - c["failed"] - c.get("expired", 0)
     eta = f"{remaining / rate:.0f} min" if rate > 0 and remaining else "-"
+    expired = f", {c['expired']} ended (record expired)" if c.get("expired") else ""
     return (f"{batch}: {c['total']} scans, {c['queued']} queued, {c['started']} started, "
-            f"{c['finished']} done, {c['failed']} failed; {rate:.1f} scans/min, ETA {eta}")
+            f"{c['finished']} done, {c['failed']} failed{expired}; {rate:.1f} scans/min, ETA {eta}")
 
 
 @click.command("status")
@@ -59,10 +60,12 @@ def status(batch, watch, failures, redis_url):
     with tqdm(total=c["total"], unit="scan", desc=batch) as bar:
         while True:
             c = batches.counts(redis, batch)
-            bar.n = c["finished"] + c["failed"]
+            bar.n = batches.ended(c)
             bar.set_postfix(done=c["finished"], failed=c["failed"], started=c["started"])
             bar.refresh()
-            if bar.n >= c["total"]:
+            # Done when every job has ended, or when the batch waits for none (its record of
+            # pending scans is what the workers empty; nothing else can be waited for).
+            if bar.n >= c["total"] or c["pending"] == 0:
                 break
             time.sleep(2)
     click.echo(_line(batch, c, _rate(redis, batch)))

@@ -44,19 +44,15 @@ def collect_inputs(inputs, out_dir: str) -> list[tuple[str, str]]:
 
 
 def split_output_clashes(scans: list[tuple[str, str]]) -> tuple[list, list]:
-    """Scans whose outputs would overwrite an earlier scan's (x.png and x.tif both write
-    x.mask.png and x.json) are refused, not processed: the first keeps its outputs."""
-    from ..storage import output_stem, printable
+    """(kept scans, refused results): the first of scans sharing an output stem keeps it."""
+    from ..storage import claim_outputs, printable
 
-    owner, kept, refused = {}, [], []
+    owners, kept, refused = {}, [], []
     for path, relative in scans:
-        stem = output_stem(relative)
-        if stem in owner:
-            refused.append((relative, None, printable(
-                f"{path}: not processed: its outputs ({stem}.mask.png, {stem}.json) would "
-                f"overwrite those of {owner[stem]}; give it a folder of its own")))
+        reason = claim_outputs(owners, relative, path)
+        if reason:
+            refused.append((relative, None, printable(f"{path}: {reason}")))
         else:
-            owner[stem] = path
             kept.append((path, relative))
     return kept, refused
 

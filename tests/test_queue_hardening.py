@@ -1,0 +1,200 @@
+"""Queue hardening with real services: undecodable file names, bad S3 keys, duplicate jobs,
+the worker's compiled-model cache, job option checks, relative roots, failed reports and
+batches whose jobs were skipped or whose records expired."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import EXACT, textured
+from tests.scans import write, write_truncated_jpeg
+from tests.services import redis_server, redis_url, s3_endpoint  # noqa: F401 (fixtures)
+from tests.test_queue import FLAGS, cli, env  # noqa: F401 (env: a fixture)
+
+
+@pytest.fixture
+def redis(redis_url):
+    from redis import Redis
+    return Redis.from_url(redis_url)
+
+
+def burst_worker(env):
+    proc = subprocess.run([sys.executable, "-m", "shared.cli", "worker", "--burst", "--threads", "1", *FLAGS],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
+
+
+def test_undecodable_file_name_fails_its_job_and_the_worker_goes_on(tmp_path, env, redis):
+    from rq.job import Job
+
+    from shared import batches
+    from shared.queues import serializer
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    bad = os.path.join(os.fsencode(src), b"bad-\xff.jpg")
+    write_truncated_jpeg(os.fsdecode(bad), textured(200, 200, seed=1))
+    write(src / "good.png", textured(90, 120, seed=2))
+    batch = cli(["enqueue", str(src), "--out", str(dst)], env).stdout.strip()
+    log = burst_worker(env)
+    assert (dst / "good.mask.png").exists(), log[-3000:]           # the next job ran
+    statuses = batches.job_statuses(redis, batch)
+    assert sorted(statuses.values()) == ["failed", "finished"], statuses
+    failed = [j for j, s in statuses.items() if s == "failed"][0]
+    job = Job.fetch(failed, connection=redis, serializer=serializer())
+    assert "bad-\\xff.jpg" in job.meta["error"] and "truncated JPEG" in job.meta["error"]
+    assert "truncated JPEG" in job.latest_result().exc_string
+    summary = json.loads((dst / f"dustspot-batch-{batch}.json").read_text())
+    assert list(summary["failures"]) == ["bad-\\xff.jpg"] and summary["spots_per_scan"].keys() == {"good.png"}
+    status = cli(["status", batch, "--failures"], env).stdout
+    assert "1 done, 1 failed" in status and "FAILED bad-\\xff.jpg" in status
+
+
+def test_bad_s3_key_is_refused_alone_and_the_prefix_is_enqueued(tmp_path, env, redis, s3_endpoint):
+    import boto3
+
+    from producer.enqueue import enqueue
+    from shared import batches
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="odd")
+    for key in ("roll/a.png", "roll//c.png", "roll/x\\d.png", "roll/b.png"):
+        s3.put_object(Bucket="odd", Key=key, Body=b"not decoded here")
+    result = enqueue(redis, "s3://odd/roll", str(tmp_path / "dst"), "odd")
+    assert result.enqueued == 2 and sorted(batches.job_statuses(redis, "odd").values()) == ["queued"] * 2
+    refused = dict(result.refused)
+    assert set(refused) == {"/c.png", "x\\d.png"} and "escapes its root" in refused["/c.png"]
+    env = {**env, **{k: os.environ[k] for k in os.environ if k.startswith("AWS_")}}
+    res = cli(["enqueue", "s3://odd/roll", "--out", str(tmp_path / "dst2")], env)
+    assert "refused /c.png: " in res.stderr and "2 enqueued" in res.stderr and "2 refused" in res.stderr
+    # one object rather than a prefix
+    assert enqueue(redis, "s3://odd/roll/a.png", str(tmp_path / "one"), "one").enqueued == 1
+
+
+def test_duplicate_scans_are_refused_before_the_batch_records_them(tmp_path, redis):
+    from producer.enqueue import enqueue
+    from shared import batches
+    src = tmp_path / "src"
+    src.mkdir()
+    write(src / "a.png", textured(40, 40))
+    write(src / "b.png", textured(40, 40, seed=1))
+    result = enqueue(redis, str(src), str(tmp_path / "dst"), "dup", keys=["a.png", "b.png", "a.png"])
+    assert result.enqueued == 2 and [name for name, _ in result.refused] == ["a.png"]
+    assert "same scan as 'a.png'" in result.refused[0][1]
+    assert redis.scard(batches.key("dup", "pending")) == 2 == redis.scard(batches.key("dup", "jobs"))
+    assert batches.counts(redis, "dup")["queued"] == 2
+
+
+def test_scans_sharing_an_output_stem_are_refused_not_overwritten(tmp_path, redis):
+    # a.png and a.tif would both write a.mask.png and a.json: the first keeps them
+    from producer.enqueue import enqueue
+    src = tmp_path / "src"
+    src.mkdir()
+    write(src / "a.png", textured(40, 40))
+    write(src / "a.tif", textured(40, 40, seed=1))
+    write(src / "b.png", textured(40, 40, seed=2))
+    result = enqueue(redis, str(src), str(tmp_path / "dst"), "stems")
+    assert result.enqueued == 2 and [name for name, _ in result.refused] == ["a.tif"]
+    assert "would overwrite those of" in result.refused[0][1] and "a.png" in result.refused[0][1]
+
+
+def test_session_cache_compiles_per_tile_only_and_keeps_few(registry_root):
+    from shared.engine import EngineSettings
+    from shared.pipeline import SegmentOptions
+    from worker.sessions import MAX_SESSIONS, SessionCache
+    cache = SessionCache("identity", registry_root, EngineSettings(batch=1, **EXACT), SegmentOptions(tile=64, overlap=16))
+    first = cache.get(None, {})
+    for t in (0.1, 0.2, 0.3, 0.4, 0.6, 0.7, 0.8, 0.9):
+        session = cache.get(None, {"threshold": t, "overlay": t > 0.5, "max_pixels": 10 ** 6, "working_size": 200})
+        assert session.engine is first.engine and session.options.threshold == t
+        assert session.options.overlay == (t > 0.5) and session.options.working_size == 200
+    assert len(cache) == 1 and first.options.threshold == 0.5 and first.options.overlay is False
+    for tile in (96, 128, 160, 192):
+        assert cache.get(None, {"tile": tile}).engine.tile == tile
+    assert len(cache) == MAX_SESSIONS == 2
+
+
+def test_job_options_are_checked_and_cannot_raise_the_worker_limit(tmp_path, env, registry_root):
+    from shared.engine import EngineSettings
+    from shared.jobs import JobPayload, PayloadError
+    from shared.pipeline import SegmentOptions
+    from worker.sessions import SessionCache
+    base = {"source": "/x/a.png", "dest": "/y", "name": "a.png", "batch": "b"}
+    for options, named in (({"working_size": 60000}, "working_size"), ({"threshold": "0.5"}, "threshold"),
+                           ({"overlay": 1}, "overlay"), ({"tile": 10 ** 6}, "tile"),
+                           ({"max_pixels": -1}, "max_pixels"), ({"min_area": 2.5}, "min_area"),
+                           ({"mode": "huge"}, "mode"), ({"working_size": 2000, "max_pixels": 10 ** 6}, "working_size")):
+        with pytest.raises(PayloadError, match=f"job option {named}="):
+            JobPayload.from_dict({**base, "options": options})
+    JobPayload.from_dict({**base, "options": {"working_size": 1000, "threshold": 1, "overlay": True}})
+    cache = SessionCache("identity", registry_root, EngineSettings(batch=1, **EXACT),
+                         SegmentOptions(tile=64, overlap=16, max_pixels=1_000_000))
+    assert cache.get(None, {"max_pixels": 10 ** 9}).options.max_pixels == 1_000_000
+    assert cache.get(None, {"max_pixels": 5000, "working_size": 64}).options.max_pixels == 5000
+    with pytest.raises(PayloadError, match="working_size=2000"):
+        cache.get(None, {"working_size": 2000})                  # 4 MP working image, 1 MP limit
+    res = cli(["enqueue", str(tmp_path), "--out", str(tmp_path / "o"), "--size", "60000", "--dry-run"], env, check=False)
+    assert res.returncode != 0 and "--size" in res.stderr
+
+
+def test_relative_roots_become_absolute_and_name_one_batch(tmp_path, redis, monkeypatch):
+    from producer.enqueue import enqueue
+    from shared.jobs import JobPayload
+    (tmp_path / "s2").mkdir()
+    write(tmp_path / "s2" / "a.png", textured(40, 40))
+    monkeypatch.chdir(tmp_path)
+    plain = enqueue(redis, "s2", "out", dry_run=True)
+    dotted = enqueue(redis, "./s2/", "./out/", dry_run=True)
+    assert plain.batch == dotted.batch
+    result = enqueue(redis, "./s2/", "out")
+    assert result.batch == plain.batch
+    from rq.job import Job
+
+    from shared.queues import serializer
+    job = Job.fetch(result.job_ids[0], connection=redis, serializer=serializer())
+    payload = JobPayload.from_dict(job.args[0])
+    assert payload.source == str(tmp_path / "s2" / "a.png") and payload.dest == str(tmp_path / "out")
+
+
+def test_only_an_ok_report_counts_as_done(tmp_path, redis):
+    from producer.enqueue import enqueue
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    dst.mkdir()
+    for stem, status in (("a", "failed"), ("b", "ok")):
+        write(src / f"{stem}.png", textured(40, 40))
+        write(dst / f"{stem}.mask.png", textured(40, 40, channels=1))
+        (dst / f"{stem}.json").write_text(json.dumps({"status": status}))
+    result = enqueue(redis, str(src), str(dst), "rerun")
+    assert result.skipped_done == 1 and result.enqueued == 1
+
+
+def test_status_watch_ends_with_skipped_scans_and_expired_records(tmp_path, env, redis):
+    from shared import batches
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    dst.mkdir()
+    write(src / "done.png", textured(60, 60))
+    write(src / "new.png", textured(60, 60, seed=3))
+    write(dst / "done.mask.png", textured(60, 60, channels=1))
+    (dst / "done.json").write_text(json.dumps({"status": "ok"}))
+    res = cli(["enqueue", str(src), "--out", str(dst)], env)
+    batch = res.stdout.strip()
+    assert "1 enqueued, 1 already done" in res.stderr
+    assert redis.scard(batches.key(batch, "jobs")) == 1           # the skipped scan is not waited for
+    burst_worker(env)
+    (job,) = batches.job_statuses(redis, batch)
+    redis.delete(f"rq:job:{job}")                                  # as after RESULT_TTL
+    assert batches.counts(redis, batch)["expired"] == 1
+    watch = cli(["status", batch, "--watch"], env, timeout=60)
+    assert "1 ended (record expired)" in watch.stdout
+
+
+def test_local_source_errors_and_single_file(tmp_path, env, redis):
+    from producer.enqueue import enqueue
+    res = cli(["enqueue", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")], env, check=False)
+    assert res.returncode != 0 and "no such folder or file" in res.stderr
+    write(tmp_path / "one.png", textured(40, 40))
+    result = enqueue(redis, str(tmp_path / "one.png"), str(tmp_path / "o"))
+    assert result.enqueued == 1 and result.refused == []
