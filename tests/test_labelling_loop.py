@@ -52,6 +52,10 @@ def test_round_trip_through_a_cvat_export(tmp_path, registry_root):
     new = (10, 200, 30)
     (edited / "labelmap.txt").write_text("# label:color_rgb:parts:actions\nbackground:0,0,0::\n"
                                          f"dust:{new[0]},{new[1]},{new[2]}::\n")
+    for other in ("roll1.png", "roll2.png"):                     # the new colour, in every mask
+        mask = cv2.imread(str(edited / "SegmentationClass" / other))
+        mask[np.all(mask == old[::-1], axis=2)] = new[::-1]
+        cv2.imwrite(str(edited / "SegmentationClass" / other), mask)
     cls = cv2.cvtColor(cv2.imread(str(edited / "SegmentationClass" / "roll0.png")), cv2.COLOR_BGR2RGB)
     cls[np.all(cls == old, axis=2)] = new
     cv2.line(cls, (20, 200), (200, 210), new, 2)               # the added hair
