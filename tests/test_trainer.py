@@ -255,10 +255,16 @@ def test_train_export_publish_segment(tmp_path):
     assert set(sizes) == {"256", "320"} and tuned["recommended"]["working_size"] == held["working_size"]
     assert held["objective"] == sizes[str(held["working_size"])]["objective"]
 
-    # INT8 (NNCF) judged against FP16 on the same frames: published within a point, else refused
+    # INT8 (NNCF) judged against FP16 on the same frames: published within a point, else refused.
+    # Calibration needs 300 tiles (the run's own pool has 48): a pool of that many, as a run keeps it.
+    calibration = tmp_path / "calibration"
+    calibration.mkdir()
+    rng = np.random.default_rng(5)
+    np.save(calibration / "images.npy", rng.integers(0, 256, (300, 64, 64, 3), dtype=np.uint8))
+    np.save(calibration / "masks.npy", np.zeros((300, 64, 64), np.uint8))
     res = subprocess.run([sys.executable, "-m", "shared.cli", "export", str(run_dir), "--registry", str(registry),
                           "--name", "tiny", "--version", "0.0.3", "--no-latest", "--frames", str(frames),
-                          "--working-sizes", "256", "--int8"],
+                          "--working-sizes", "256", "--int8", "--calibration-pool", str(calibration)],
                          capture_output=True, text=True, timeout=600)
     assert (registry / "tiny" / "0.0.3" / "manifest.json").exists()
     assert "INT8 vs FP16 on 3 held-out frames" in res.stdout, res.stderr[-2000:]
@@ -271,7 +277,8 @@ def test_train_export_publish_segment(tmp_path):
         assert "INT8 not published: object" in res.stderr and not (registry / "tiny" / "0.0.3-int8").exists()
     # --int8 on a version already published adds only its INT8 sibling, with that version's settings
     res = subprocess.run([sys.executable, "-m", "shared.cli", "export", str(run_dir), "--registry", str(registry),
-                          "--name", "tiny", "--version", "0.0.2", "--frames", str(frames), "--int8"],
+                          "--name", "tiny", "--version", "0.0.2", "--frames", str(frames), "--int8",
+                          "--calibration-pool", str(calibration)],
                          capture_output=True, text=True, timeout=600)
     assert "tiny:0.0.2 is already published and is this network" in res.stdout, res.stderr[-2000:]
     assert "INT8 vs FP16 on 3 held-out frames" in res.stdout
@@ -298,7 +305,8 @@ def test_train_export_publish_segment(tmp_path):
     assert config2["loss"].endswith("10*BCE(teacher probability)")
     # another network cannot take over a published version's INT8
     res = subprocess.run([sys.executable, "-m", "shared.cli", "export", str(tmp_path / "run2"), "--registry",
-                          str(registry), "--name", "tiny", "--version", "0.0.2", "--frames", str(frames), "--int8"],
+                          str(registry), "--name", "tiny", "--version", "0.0.2", "--frames", str(frames), "--int8",
+                          "--calibration-pool", str(calibration)],
                          capture_output=True, text=True, timeout=600)
     assert res.returncode != 0 and "is another network" in res.stderr, res.stderr[-2000:]
     from trainer import stages

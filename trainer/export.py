@@ -133,7 +133,8 @@ def export(source, registry, name, version, command=None, make_latest=True, echo
     frames with the recommended post-processing, else on the held-out synthetic tiles)."""
     from shared import registry as reg
     net, state, run = load_checkpoint(source)
-    if int8:
+    if int8:                    # before anything is published: a refusal after FP16 would block a retry
+        int8_prerequisites(run, calibration_pool, on_frames=bool(frames))
         published = _published_fp16(registry, name, version, net, frames, echo)
         if published is not None:
             publish_int8(run, registry, name, version, published.xml, _descriptive(published.manifest),
@@ -232,6 +233,31 @@ def tune_on_frames(xml, frames_dir, fields, echo=print, working_sizes=None):
     return result
 
 
+def int8_prerequisites(run, calibration_pool=None, on_frames=False):
+    """(calibration pool folder, its images) when INT8 can be made and judged: a calibration pool
+    of at least quantize.CALIBRATION_TILES tiles and, unless it is judged on held-out frames,
+    the run's validation pool; else a ModelError saying what is missing. Checked before anything
+    is published (and before minutes of quantizing)."""
+    from shared.errors import ModelError
+
+    from . import data, quantize
+    calibration_pool = calibration_pool or os.path.join(run, "pool-train")
+    for needed in [calibration_pool] + ([] if on_frames else [os.path.join(run, "pool-valid")]):
+        if not os.path.exists(os.path.join(needed, "images.npy")):
+            raise ModelError(f"INT8 needs tiles from {needed} (a run's pool; --calibration-pool, or "
+                             "--frames to judge it on held-out frames); nothing published")
+    try:
+        train_images, _ = data.load_pool(calibration_pool)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"INT8 calibration pool {calibration_pool} cannot be read ({exc}); nothing published") from None
+    if len(train_images) < quantize.CALIBRATION_TILES:
+        raise ModelError(f"INT8 calibrates on {quantize.CALIBRATION_TILES} tiles; {calibration_pool} holds only "
+                         f"{len(train_images)}: give --calibration-pool with a pool of at least "
+                         f"{quantize.CALIBRATION_TILES} tiles (a run trained with --pool >= "
+                         f"{quantize.CALIBRATION_TILES}); nothing published")
+    return calibration_pool, train_images
+
+
 def publish_int8(run, registry, name, version, fp16_xml, fields, make_latest=False, echo=print,
                  frames_dir=None, calibration_pool=None):
     """Quantize, compare with FP16 (held-out frames with the recommended post-processing when
@@ -240,15 +266,10 @@ def publish_int8(run, registry, name, version, fp16_xml, fields, make_latest=Fal
     from shared.errors import ModelError
 
     from . import data, quantize
-    calibration_pool = calibration_pool or os.path.join(run, "pool-train")
     on_frames = bool(frames_dir and "heldout_frames" in fields["metrics"])
-    for needed in [calibration_pool] + ([] if on_frames else [os.path.join(run, "pool-valid")]):
-        if not os.path.exists(os.path.join(needed, "images.npy")):       # before minutes of quantizing
-            raise ModelError(f"INT8 needs tiles from {needed} (a run's pool; --calibration-pool, or "
-                             "--frames to judge it on held-out frames)")
-    train_images, _ = data.load_pool(calibration_pool)
+    calibration_pool, train_images = int8_prerequisites(run, calibration_pool, on_frames)
     rng = np.random.default_rng(0)
-    pick = np.sort(rng.choice(len(train_images), min(quantize.CALIBRATION_TILES, len(train_images)), replace=False))
+    pick = np.sort(rng.choice(len(train_images), quantize.CALIBRATION_TILES, replace=False))
     threshold = fields["recommended"]["threshold"]
     with tempfile.TemporaryDirectory() as tmp:
         int8_xml = quantize.quantize(fp16_xml, np.asarray(train_images[pick]), os.path.join(tmp, "model.xml"))

@@ -9,7 +9,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import data, model as models, settings, synth, validate
+from shared.errors import DustspotError
+
+from . import data, settings, synth, validate
+from . import model as models
 
 # --- defaults (the ones flags show live in trainer.settings) ------------------------------
 TILE, BATCH, LR = settings.TILE, settings.BATCH, settings.LR
@@ -30,6 +33,11 @@ REAL_FRACTION = 0.5          # share of each batch drawn from labelled tiles, wh
 # hard-label BCE. Soft targets carry what the teacher learned about faint and ambiguous dust
 # (Hinton et al. 2015, "Distilling the Knowledge in a Neural Network").
 DISTILL_WEIGHT = settings.DISTILL_WEIGHT
+
+
+class TrainError(DustspotError, ValueError):
+    """A training run that cannot start: names the flag or file and why (`dustspot train`
+    prints it without a traceback; a ValueError for callers that catch those)."""
 
 
 def dice_loss(logits, target, care, eps=1.0):
@@ -157,7 +165,7 @@ def prepare_pools(run, backgrounds, sprite_dir, tile, pool, valid_pool, seed, wo
     """Split backgrounds by scene and build (or reuse) the training and validation pools."""
     paths = synth.load_backgrounds(backgrounds)
     if data.count_scenes(paths) < 2:
-        raise ValueError("need background photos of at least 2 scenes (one goes to validation)")
+        raise TrainError("need background photos of at least 2 scenes (one goes to validation)")
     train_bg, valid_bg = data.split_backgrounds(paths)
     from tqdm import tqdm
     pools = {}
@@ -188,11 +196,11 @@ def load_init(net, path, spec, state=None):
         return set(weights)
     base = models.ARCHITECTURES[spec["arch"]].get("extends")
     if base is None or init_spec != {**spec, "arch": base}:
-        raise ValueError(f"--init {path}: network {init_spec} != {spec}")
+        raise TrainError(f"--init {path}: network {init_spec} != {spec}")
     # a network that extends the init's: every init weight must find its place
     _missing, unexpected = net.load_state_dict(weights, strict=False)
     if unexpected:
-        raise ValueError(f"--init {path}: weights {unexpected[:3]}... have no place in {spec}")
+        raise TrainError(f"--init {path}: weights {unexpected[:3]}... have no place in {spec}")
     return set(weights)
 
 
@@ -206,7 +214,7 @@ def pruned_spec(init, init_state, spec):
         return spec, None
     base = {k: v for k, v in init_spec.items() if k != "channels"}
     if base != spec:
-        raise ValueError(f"--init {init} is a pruned {base['arch']} network: give its --arch {base['arch']} "
+        raise TrainError(f"--init {init} is a pruned {base['arch']} network: give its --arch {base['arch']} "
                          f"--encoder {base['encoder']} --decoder-channels "
                          f"{','.join(map(str, base['decoder_channels']))}")
     return init_spec, init_cfg.get("pruned")
@@ -232,40 +240,123 @@ def train_mode(net, frozen_modules=()):
         module.eval()
 
 
+def _read_weights(path, what):
+    """A torch file of dustspot weights ({"model": ..., "config": ...}), or a TrainError naming it."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:                          # truncated, garbage, not a torch file at all
+        raise TrainError(f"{what} {path}: cannot be read as dustspot weights "
+                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        raise TrainError(f"{what} {path}: not dustspot weights (no 'model' state dict)")
+    return state
+
+
+# flag -> how the run's configuration holds it (for `--resume` with flags that differ from it)
+def _in_force(cfg):
+    spec = cfg.get("spec", {})
+    return {"--size": cfg.get("tile"), "--batch": cfg.get("batch"), "--lr": cfg.get("lr"),
+            "--arch": spec.get("arch"), "--encoder": spec.get("encoder"),
+            "--decoder-channels": ",".join(map(str, spec.get("decoder_channels", []))),
+            "--pool": cfg.get("pool"), "--valid-pool": cfg.get("valid_pool"), "--seed": cfg.get("seed"),
+            "--sprites": cfg.get("sprites"), "--init": cfg.get("init"), "--data": cfg.get("datasets", []),
+            "--teacher": cfg.get("teacher"), "--real-fraction": cfg.get("real_fraction"),
+            "--distill-weight": cfg.get("distill_weight"), "--freeze-init": bool(cfg.get("freeze_init")),
+            "BACKGROUNDS": cfg.get("backgrounds")}
+
+
+def _same(flag, given, in_force):
+    if flag == "--decoder-channels":
+        given = ",".join(str(int(c)) for c in (given.split(",") if isinstance(given, str) else given))
+    elif flag in ("--init", "--teacher", "--sprites"):
+        return (given and os.path.abspath(given)) == (in_force and os.path.abspath(in_force))
+    elif flag in ("--data", "BACKGROUNDS"):
+        norm = (lambda paths: [os.path.abspath(p) for p in paths or []])
+        return norm(given) == norm(in_force)
+    elif isinstance(given, float) or isinstance(in_force, float):
+        return in_force is not None and math.isclose(float(given), float(in_force), rel_tol=1e-9)
+    return given == in_force
+
+
+def resume_differences(cfg, given):
+    """[(flag, given, in force)] for the flags given on `--resume` that the run's configuration
+    overrides. `given`: {flag: value} of the flags given on the command line."""
+    in_force = _in_force(cfg)
+    return [(flag, value, in_force[flag]) for flag, value in (given or {}).items()
+            if flag in in_force and not _same(flag, value, in_force[flag])]
+
+
+def _show(value):
+    if isinstance(value, (list, tuple)):
+        return " ".join(map(str, value)) or "(none)"
+    return "(none)" if value is None else str(value)
+
+
 def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None, minutes=None,
           lr=LR, arch=models.DEFAULT_ARCH, encoder=models.DEFAULT_ENCODER,
           decoder_channels=models.DEFAULT_DECODER, pool=POOL, valid_pool=VALID_POOL,
           threads=THREADS, workers=WORKERS, seed=SEED, device="auto", amp=None, resume=False,
           checkpoint_minutes=CHECKPOINT_MINUTES, eval_minutes=EVAL_MINUTES, command=None,
           echo=print, datasets=(), real_fraction=REAL_FRACTION, init=None, stop_minutes=None,
-          teacher=None, distill_weight=DISTILL_WEIGHT, freeze_init=False):
-    if not steps and not minutes:
-        raise ValueError("give --steps or --minutes (or both)")
+          teacher=None, distill_weight=DISTILL_WEIGHT, freeze_init=False, given=None, warn=None):
+    """Train (or with resume, continue) the run in folder `run`. Everything that can be checked
+    without building the tile pools (the run folder, the checkpoint or --init and the network
+    they hold, --teacher, --batch against --pool) is checked first; a TrainError says what and why.
+
+    On resume the run's configuration is in force: `given` ({"--batch": 8, ...}, the flags given
+    on the command line) that differ from it are reported through `warn` (stderr). The budget
+    flags given replace the run's budget: --minutes alone lifts a --steps limit and --steps alone
+    a --minutes one (neither: the run's own budget)."""
+    warn = warn or (lambda message: print(message, file=sys.stderr))
+    if not steps and not minutes and not resume:
+        raise TrainError("give --steps or --minutes (or both)")
     if freeze_init and not resume and (not init or not models.ARCHITECTURES.get(arch, {}).get("extends")):
-        raise ValueError("--freeze-init trains only what --init lacks: give --init with the weights of the "
+        raise TrainError("--freeze-init trains only what --init lacks: give --init with the weights of the "
                          f"architecture that --arch extends (none of {arch!r}'s parameters would train)")
-    os.makedirs(run, exist_ok=True)
-    torch.set_num_threads(threads)
+    if os.path.exists(run) and not os.path.isdir(run):
+        raise TrainError(f"--run {run}: exists and is not a folder")
+    ckpt_path = os.path.join(run, "checkpoint.pt")
+    if resume and not os.path.exists(ckpt_path):
+        raise TrainError(f"--resume: no {ckpt_path} (nothing to resume)")
+    if not resume:
+        used = [n for n in ("checkpoint.pt", "model.pt") if os.path.exists(os.path.join(run, n))]
+        if used:
+            raise TrainError(f"--run {run} is already used (it holds {' and '.join(used)}): give --resume to "
+                             "continue that run, or another --run folder; training anew there would overwrite "
+                             "its model.pt and mix its metrics.jsonl")
     device = pick_device(device)
     if amp is None:                                 # a runtime choice: a resumed run may move machines
         amp = bf16_pays(device)
-    ckpt_path = os.path.join(run, "checkpoint.pt")
-    if resume and not os.path.exists(ckpt_path):
-        raise FileNotFoundError(f"--resume: no {ckpt_path}")
     init_state = None                  # the --init file, read once for a new run
     if resume:
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        cfg = state["config"]
-        # a resumed run may extend its budget and chooses amp for this machine; the rest comes
+        state = _read_weights(ckpt_path, "--resume: checkpoint")
+        cfg = state.get("config")
+        if not isinstance(cfg, dict) or not {"spec", "batch", "lr", "seed"} <= set(cfg) \
+                or not {"optimizer", "step", "elapsed", "tiles_seen"} <= set(state):
+            raise TrainError(f"--resume: {ckpt_path} is not a training checkpoint (no config, optimizer or step)")
+        for flag, value, kept in resume_differences(cfg, given):
+            warn(f"warning: --resume continues {run} as configured: {flag} {_show(value)} is ignored; "
+                 f"in force: {flag} {_show(kept)}")
+        # a resumed run may change its budget and chooses amp for this machine; the rest comes
         # from the checkpoint
-        cfg["steps"], cfg["minutes"] = steps or cfg["steps"], minutes or cfg["minutes"]
+        if steps or minutes:
+            lifted = [f"--{k} {cfg[k]:g}" for k, v in (("steps", steps), ("minutes", minutes)) if not v and cfg.get(k)]
+            cfg["steps"], cfg["minutes"] = steps or None, minutes or None
+            if lifted:
+                echo(f"budget: {f'--steps {steps}' if steps else f'--minutes {minutes:g}'}; the run's "
+                     f"{' and '.join(lifted)} no longer limits it (give both flags to keep both limits)")
         cfg["amp"] = amp
     else:
         state = None
+        if batch < 1:
+            raise TrainError(f"--batch {batch}: give at least 1")
         spec, pruned = {"arch": arch, "encoder": encoder, "decoder_channels": list(decoder_channels)}, None
         if init:
-            init_state = torch.load(init, map_location="cpu", weights_only=False)
-            spec, pruned = pruned_spec(init, init_state, spec)
+            init_state = _read_weights(init, "--init")
+            try:
+                spec, pruned = pruned_spec(init, init_state, spec)
+            except (KeyError, TypeError, AttributeError) as exc:
+                raise TrainError(f"--init {init}: not dustspot weights (config: {exc!r})") from None
         cfg = {"tile": tile, "batch": batch, "steps": steps, "minutes": minutes, "lr": lr,
                "spec": spec, "pruned": pruned,
                "pool": pool, "valid_pool": valid_pool, "seed": seed, "threads": threads,
@@ -280,6 +371,59 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
                "teacher": teacher, "distill_weight": distill_weight if teacher else None}
         if teacher:
             cfg["loss"] += f" + {distill_weight:g}*BCE(teacher probability)"
+
+    # Labelled scans (`dustspot prepare`): a share of every batch, and their own validation.
+    real = data.load_prepared(cfg.get("datasets", []), "train", cfg["tile"])
+    real_valid = data.load_prepared(cfg.get("datasets", []), "valid", cfg["tile"])
+    real_per_batch = 0 if real is None else max(1, round(cfg["batch"] * cfg.get("real_fraction", REAL_FRACTION)))
+    synthetic_per_batch = cfg["batch"] - real_per_batch
+    if synthetic_per_batch > cfg["pool"]:          # drawn without replacement from the pool
+        raise TrainError(f"--batch {cfg['batch']} draws {synthetic_per_batch} synthetic tiles per step"
+                         f"{f' (and {real_per_batch} labelled)' if real_per_batch else ''}, more than "
+                         f"--pool {cfg['pool']} holds: give a --pool of at least {synthetic_per_batch} "
+                         "or a smaller --batch")
+
+    # The network, its starting weights and the teacher: before minutes of building pools.
+    torch.manual_seed(cfg["seed"])
+    try:
+        net = models.build(cfg["spec"])
+    except Exception as exc:                   # an unknown encoder, channels that do not fit
+        raise TrainError(f"cannot build the network {cfg['spec']}: {type(exc).__name__}: {exc}") from None
+    step, elapsed, tiles_seen = 0, 0.0, 0
+    frozen_names, frozen_modules = set(), []
+    if state is None and cfg.get("init"):
+        try:
+            loaded = load_init(net, cfg["init"], cfg["spec"], init_state)
+        except RuntimeError as exc:            # same spec, tensors of other shapes
+            raise TrainError(f"--init {cfg['init']}: its weights do not fit {cfg['spec']}: "
+                             f"{str(exc).splitlines()[0]}") from None
+        frozen_names = loaded if cfg.get("freeze_init") else set()
+    elif state is not None:
+        try:
+            net.load_state_dict(state["model"])
+        except RuntimeError as exc:
+            raise TrainError(f"--resume: {ckpt_path} holds weights that do not fit its own network "
+                             f"{cfg['spec']}: {str(exc).splitlines()[0]}") from None
+        frozen_names = set(state.get("frozen", []))      # as the run began, whatever --init is now
+    if frozen_names:
+        frozen_modules = freeze(net, frozen_names)
+        if not any(p.requires_grad for p in net.parameters()):
+            raise TrainError(f"--freeze-init: {cfg['init']} holds every parameter of {cfg['spec']['arch']}; "
+                             "nothing would train (give the weights of the architecture it extends)")
+    teacher_net = None
+    if cfg.get("teacher"):
+        try:
+            teacher_net = load_teacher(cfg["teacher"], device)
+        except Exception as exc:
+            raise TrainError(f"--teacher {cfg['teacher']}: cannot be loaded as a trained network "
+                             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'})"
+                             ) from None
+
+    os.makedirs(run, exist_ok=True)
+    torch.set_num_threads(threads)
+    if state is None and os.path.exists(os.path.join(run, "metrics.jsonl")):
+        os.remove(os.path.join(run, "metrics.jsonl"))      # an unfinished run's, without a checkpoint
+        echo(f"{run}: metrics.jsonl of an earlier run that left no checkpoint started afresh")
     pools, train_bg, valid_bg = prepare_pools(run, cfg["backgrounds"], cfg["sprites"], cfg["tile"],
                                               cfg["pool"], cfg["valid_pool"], cfg["seed"], workers, echo)
     if state is None:
@@ -294,40 +438,25 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
                        "valid": data.describe_pool(pools["valid"][1])}
         with open(os.path.join(run, "config.json"), "w") as f:
             json.dump(cfg, f, indent=2)
-
-    # Labelled scans (`dustspot prepare`): a share of every batch, and their own validation.
-    real = data.load_prepared(cfg.get("datasets", []), "train", cfg["tile"])
-    real_valid = data.load_prepared(cfg.get("datasets", []), "valid", cfg["tile"])
-    real_per_batch = 0 if real is None else max(1, round(cfg["batch"] * cfg.get("real_fraction", REAL_FRACTION)))
     if cfg.get("datasets"):
         echo(f"labelled tiles: {0 if real is None else len(real[0])} train, "
              f"{0 if real_valid is None else len(real_valid[0])} valid; {real_per_batch} per batch")
 
-    torch.manual_seed(cfg["seed"])
-    net = models.build(cfg["spec"]).to(device)
-    step, elapsed, tiles_seen = 0, 0.0, 0
-    frozen_names, frozen_modules = set(), []
+    net = net.to(device)
     if state is None and cfg.get("init"):
-        loaded = load_init(net, cfg["init"], cfg["spec"], init_state)
         echo(f"initialised from {cfg['init']}")
-        frozen_names = loaded if cfg.get("freeze_init") else set()
-    elif state is not None:
-        frozen_names = set(state.get("frozen", []))      # as the run began, whatever --init is now
     if frozen_names:
-        frozen_modules = freeze(net, frozen_names)
-        if not any(p.requires_grad for p in net.parameters()):
-            raise ValueError(f"--freeze-init: {cfg['init']} holds every parameter of {cfg['spec']['arch']}; "
-                             "nothing would train (give the weights of the architecture it extends)")
         echo(f"frozen: the {len(frozen_names)} tensors from --init; training "
              f"{sum(p.numel() for p in net.parameters() if p.requires_grad):,} parameters")
     opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=cfg["lr"],
                             weight_decay=WEIGHT_DECAY)
-    teacher_net = load_teacher(cfg["teacher"], device) if cfg.get("teacher") else None
     if teacher_net is not None:
         echo(f"distilling from {cfg['teacher']} ({cfg['distill_weight']:g} x BCE on its probabilities)")
     if state is not None:
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+        try:
+            opt.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError) as exc:
+            raise TrainError(f"--resume: {ckpt_path}: its optimizer state does not fit its network ({exc})") from None
         step, elapsed, tiles_seen = state["step"], state["elapsed"], state["tiles_seen"]
         echo(f"resumed at step {step} ({elapsed / 60:.1f} min)")
     rng = np.random.default_rng([cfg["seed"], step])

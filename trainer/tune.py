@@ -62,6 +62,8 @@ def score(frames, threshold, spot_threshold=0.0, min_area=1, masks=None) -> dict
 
 def objective(metrics: dict) -> float:
     parts = [metrics["object_recall"], metrics["object_precision"], metrics["pixel_dice"]]
+    if any(p is None for p in parts):                # no dusty frame: nothing to tune for
+        return 0.0
     return 0.0 if min(parts) <= 0 else len(parts) / sum(1 / p for p in parts)
 
 

@@ -57,15 +57,41 @@ def train(backgrounds, run_dir, sprites, tile, batch, steps, minutes, lr, arch, 
           decoder_channels, pool, valid_pool, threads, workers, seed, device, amp, resume,
           checkpoint_minutes, eval_minutes, datasets, init, stop_minutes, real_fraction, teacher,
           distill_weight, freeze_init):
-    """Train on synthetic dust composited onto BACKGROUNDS (image files or folders)."""
-    from .. import train as training          # torch: only when the command runs
-    decoder = tuple(int(c) for c in decoder_channels.split(","))
-    training.train(run_dir, backgrounds, sprites, tile, batch, steps, minutes, lr, arch, encoder,
-                   decoder, pool, valid_pool, threads, workers, seed, device, amp, resume,
-                   checkpoint_minutes, eval_minutes, command=_command_line("train"),
-                   echo=click.echo, datasets=datasets, real_fraction=real_fraction,
-                   init=init, stop_minutes=stop_minutes, teacher=teacher, distill_weight=distill_weight,
-                   freeze_init=freeze_init)
+    """Train on synthetic dust composited onto BACKGROUNDS (image files or folders).
+
+    With --resume the run goes on as it was configured: flags given that differ from its
+    configuration are ignored, with a warning naming each and the value in force. The budget
+    flags given replace the run's: --minutes alone lifts its --steps limit and --steps alone its
+    --minutes limit (give both to keep both)."""
+    from shared.errors import DustspotError
+
+    from .. import train as training  # torch: only when the command runs
+    try:
+        decoder = tuple(int(c) for c in decoder_channels.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{decoder_channels!r}: give whole numbers, comma-separated (e.g. 16,8,8,8,8)",
+                                 param_hint="--decoder-channels") from None
+    ctx = click.get_current_context()
+    given = {}
+    if resume:              # the flags typed (or set in the environment), not their defaults
+        values = {"tile": tile, "batch": batch, "lr": lr, "arch": arch, "encoder": encoder,
+                  "decoder_channels": decoder, "pool": pool, "valid_pool": valid_pool, "seed": seed,
+                  "sprites": sprites, "init": init, "datasets": list(datasets), "teacher": teacher,
+                  "real_fraction": real_fraction, "distill_weight": distill_weight, "freeze_init": freeze_init}
+        for param in ctx.command.params:
+            if param.name in values and ctx.get_parameter_source(param.name) in (
+                    click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT):
+                given[max(param.opts, key=len)] = values[param.name]
+        given["BACKGROUNDS"] = list(backgrounds)
+    try:
+        training.train(run_dir, backgrounds, sprites, tile, batch, steps, minutes, lr, arch, encoder,
+                       decoder, pool, valid_pool, threads, workers, seed, device, amp, resume,
+                       checkpoint_minutes, eval_minutes, command=_command_line("train"),
+                       echo=click.echo, datasets=datasets, real_fraction=real_fraction,
+                       init=init, stop_minutes=stop_minutes, teacher=teacher, distill_weight=distill_weight,
+                       freeze_init=freeze_init, given=given, warn=lambda message: click.echo(message, err=True))
+    except DustspotError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 if __name__ == "__main__":
