@@ -37,6 +37,7 @@ PRECISION = None             # None: the device's best (bf16 on AVX-512 BF16 CPU
 THREADS = None               # None: all cores
 STREAMS = None               # None: OpenVINO chooses
 MAX_SESSIONS = 2             # compiled models a worker keeps (least recently used goes): each is 100s of MB
+WORKER_STOP_GRACE_S = 600    # SIGTERM to SIGKILL: a scan in progress finishes (worker.fleet, deploy/)
 
 # --- models ------------------------------------------------------------------------
 BUNDLED_MODELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")

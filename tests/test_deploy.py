@@ -328,6 +328,21 @@ def test_k8s_worker_deployment_and_keda_scaling(manifests):
         assert "SIGTERM" in f.read()                                           # the scale-down caveat
 
 
+def test_k8s_keda_alternatives_each_find_their_trigger_authentication(manifests):
+    # worker-scaledjob.yaml is applied instead of worker-scaledobject.yaml: neither may hold the
+    # TriggerAuthentication both need, or the other one fails to authenticate to Redis.
+    kustomized = set(yaml.safe_load(open(os.path.join(K8S, "kustomization.yaml")))["resources"])
+    for alternative, kind in (("worker-scaledobject.yaml", "ScaledObject"), ("worker-scaledjob.yaml", "ScaledJob")):
+        [scaler] = [d for d in manifests[alternative] if d["kind"] == kind]
+        names = {t["authenticationRef"]["name"] for t in scaler["spec"]["triggers"] if "authenticationRef" in t}
+        assert names, alternative
+        for name in names:
+            homes = [f for f, docs in manifests.items() if any(
+                d["kind"] == "TriggerAuthentication" and d["metadata"]["name"] == name for d in docs)]
+            assert homes and not set(homes) & {"worker-scaledobject.yaml", "worker-scaledjob.yaml"}, homes
+            assert set(homes) <= kustomized
+
+
 def test_k8s_dashboard_service_selects_the_dashboard(manifests):
     deployment = _by_kind(manifests, "Deployment", "dustspot-dashboard")[0]
     service = _by_kind(manifests, "Service", "dustspot-dashboard")[0]

@@ -111,3 +111,75 @@ def test_redis_with_a_password(tmp_path, registry_root):
         assert res.returncode != 0
     finally:
         redis.stop()
+
+
+def test_redis_away_when_a_scan_ends_the_worker_waits_and_records_it(tmp_path, registry_root):
+    # The scan's outputs are written while Redis is unreachable: the worker must wait for Redis
+    # to record the end (its own bookkeeping, then rq's), not die and leave the job "started".
+    from redis import Redis
+    redis = RedisProcess(tmp_path / "redis").start()
+    proxy = PausableProxy(redis.port)
+    env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{proxy.port}/0", "DUSTSPOT_MODELS": registry_root}
+    direct = Redis.from_url(redis.url)
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    write(src / "big.png", textured(3000, 3000, seed=1))
+    try:
+        batch = cli(["enqueue", str(src), "--out", str(dst)], env).stdout.strip()
+        proc = subprocess.Popen([sys.executable, "-m", "shared.cli", "worker", "--burst", "--threads", "1",
+                                 "--model", "conv", "--native", "--tile", "256", "--overlap", "16"],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.time() + 120
+        while not direct.zcard("rq:wip:dustspot") and time.time() < deadline:   # the scan has started
+            time.sleep(0.05)
+        assert direct.zcard("rq:wip:dustspot"), "the job never started"
+        proxy.set_down(True)
+        while not (dst / "big.json").exists() and time.time() < deadline:      # ... and ended, Redis away
+            time.sleep(0.1)
+        assert (dst / "big.json").exists(), "the scan did not finish"
+        time.sleep(3)
+        proxy.set_down(False)
+        log = proc.communicate(timeout=300)[0]
+        assert proc.returncode == 0, log[-3000:]
+        assert "Redis unreachable" in log
+        from shared.batches import counts
+        assert counts(direct, batch)["finished"] == 1, log[-3000:]
+        assert (dst / f"dustspot-batch-{batch}.json").exists()
+    finally:
+        proxy.set_down(False)
+        redis.stop()
+
+
+def test_a_worker_started_while_redis_is_away(tmp_path, registry_root):
+    from redis import Redis
+    redis = RedisProcess(tmp_path / "redis", password="pw-123").start()
+    proxy = PausableProxy(redis.port)
+    url = f"redis://:pw-123@127.0.0.1:{proxy.port}/0"
+    env = {**os.environ, "REDIS_URL": url, "DUSTSPOT_MODELS": registry_root}
+    try:
+        proxy.set_down(True)
+        # a burst run fails at once with a clear message (no traceback, no password)
+        res = subprocess.run([sys.executable, "-m", "shared.cli", "worker", "--burst", *FLAGS], env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 1 and "cannot reach Redis at redis://:***@127.0.0.1" in res.stderr
+        assert "Traceback" not in res.stderr and "pw-123" not in res.stderr
+        # a service waits for Redis, then works
+        proc = worker(env)
+        time.sleep(4)
+        assert proc.poll() is None                          # still waiting, not dead
+        proxy.set_down(False)
+        src, dst = tmp_path / "src", tmp_path / "dst"
+        src.mkdir()
+        write(src / "a.png", textured(100, 100, seed=1))
+        batch = cli(["enqueue", str(src), "--out", str(dst)], env).stdout.strip()
+        deadline = time.time() + 120
+        while not (dst / f"dustspot-batch-{batch}.json").exists() and time.time() < deadline:
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        log = proc.communicate(timeout=60)[0]
+        assert (dst / "a.mask.png").exists(), log[-3000:]
+        assert "waiting for Redis at redis://:***@" in log and "pw-123" not in log
+        assert Redis.from_url(redis.url).ping()
+    finally:
+        proxy.set_down(False)
+        redis.stop()

@@ -190,6 +190,9 @@ def test_dashboard_shows_the_queue_behind_basic_auth(tmp_path, env):
         page = urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/0/view/queues",
                                                              headers={"Authorization": f"Basic {auth}"}), timeout=10)
         assert page.status == 200 and b"<html" in page.read().lower()
+        # the Redis URL (it may carry a password) is not in the argv that `ps` shows
+        cmdline = open(f"/proc/{proc.pid}/cmdline", "rb").read()
+        assert b"rq-dashboard" in cmdline and b"redis://" not in cmdline, cmdline
     finally:
         proc.terminate()
         proc.wait(10)
@@ -202,16 +205,24 @@ def test_dashboard_refuses_to_start_without_credentials(env):
 
 
 def test_procfile_fleet_with_honcho(tmp_path, env):
-    """The Procfile as an operator runs it: `honcho start worker -c worker=2`."""
+    """The Procfile as an operator runs it: `python -m worker.fleet start worker -c worker=2`
+    (honcho, with a stop grace long enough for a scan instead of honcho's 5 s)."""
     import signal
     import time
+
+    import honcho.manager
+
+    from shared import defaults
+    from worker import fleet
+    fleet.configure()
+    assert honcho.manager.KILL_WAIT == defaults.WORKER_STOP_GRACE_S >= 300
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     src, dst = tmp_path / "src", tmp_path / "dst"
     make_scans(src, 6)
     batch, _ = enqueue(env, src, dst)
     bin_dir = os.path.dirname(sys.executable)
     fleet_env = {**env, "PATH": bin_dir + os.pathsep + env.get("PATH", ""), "DUSTSPOT_MODEL": "conv"}
-    honcho = subprocess.Popen([os.path.join(bin_dir, "honcho"), "-f", os.path.join(repo, "Procfile"),
+    honcho = subprocess.Popen([sys.executable, "-m", "worker.fleet", "-f", os.path.join(repo, "Procfile"),
                                "start", "worker", "-c", "worker=2"], env=fleet_env, cwd=tmp_path,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               start_new_session=True)

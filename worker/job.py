@@ -19,6 +19,9 @@ from . import sessions
 log = logging.getLogger("dustspot.worker")
 RETRY_DELAYS = (1, 2, 4, 8, 15, 30)      # ~60 s in all, on top of botocore's own retries
 ABANDONED_RETRIES = 3                    # a scan whose worker died is handed out this often
+# Redis away when a scan ends: its outputs are written, so wait for Redis (~10 min) rather than
+# let rq's own bookkeeping fail after ours and take the worker down (the scan would be redone).
+REDIS_WAIT_DELAYS = (1, 2, 4, 8, 15, 30, 30, 60, 60, 60, 60, 60, 60, 60, 60)
 
 
 class ScanFailed(DustspotError):
@@ -69,9 +72,24 @@ def _record_success(job: JobPayload, spots: int):
     current = get_current_job()
     if current is None:
         return
-    if batches.job_ended(current.connection, job.batch, current.id, job.name, spots, None):
+    if _until_redis_answers(lambda: batches.job_ended(current.connection, job.batch, current.id,
+                                                      job.name, spots, None), job.name):
         path = batches.write_summary(current.connection, job.batch)
         log.info("batch %s complete: summary %s", job.batch, path)
+
+
+def _until_redis_answers(action, what: str):
+    """Run a Redis action, waiting out a Redis outage (REDIS_WAIT_DELAYS); then give up."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+    for delay in (*REDIS_WAIT_DELAYS, None):
+        try:
+            return action()
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            if delay is None:
+                raise
+            log.warning("%s: Redis unreachable (%s); retry in %d s", printable(what), exc, delay)
+            time.sleep(delay)
 
 
 def record_failure(job, exc_type, exc_value, traceback) -> bool:
@@ -97,7 +115,7 @@ def record_failure(job, exc_type, exc_value, traceback) -> bool:
         reason = f"abandoned by {abandoned} workers in a row (each died while processing it)"
     try:
         job.meta["error"] = reason
-        job.save_meta()
+        _until_redis_answers(job.save_meta, job.id)
         payload = JobPayload.from_dict(job.args[0])
         if batches.job_ended(job.connection, payload.batch, job.id, payload.name, None, reason):
             batches.write_summary(job.connection, payload.batch)

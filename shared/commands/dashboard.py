@@ -26,6 +26,6 @@ def dashboard(bind, port, redis_url):
     if program is None:
         raise click.ClickException("rq-dashboard is not installed: pip install 'dustspot[worker]'")
     # Credentials stay in the environment (rq-dashboard reads RQ_DASHBOARD_*), not in argv,
-    # where `ps` would show them.
-    os.execv(program, [program, "--json", "--bind", bind, "--port", str(port),
-                       "--redis-url", redis_url or defaults.redis_url()])
+    # where `ps` would show them: the Redis URL too, since it may carry a password.
+    env = {**os.environ, "RQ_DASHBOARD_REDIS_URL": redis_url or defaults.redis_url()}
+    os.execve(program, [program, "--json", "--bind", bind, "--port", str(port)], env)

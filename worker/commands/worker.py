@@ -22,9 +22,17 @@ def worker(queues, redis_url, burst, name, follow_latest, **kwargs):
     process too (no fork per job). SIGTERM finishes the current scan, then exits.
     """
     from shared.errors import DustspotError
-    from shared.queues import connect, queue, serializer
+    from shared.queues import connect, queue, serializer, wait_for_redis
     from worker import job, sessions
     from worker.worker import DustspotWorker
+
+    # Redis first (cheap): a service waits for it, a burst run fails at once; the model is
+    # compiled only once there is a queue to take jobs from.
+    connection = connect(redis_url)
+    try:
+        wait_for_redis(connection, redis_url, wait=not burst, log=logging.getLogger("dustspot.worker"))
+    except DustspotError as exc:
+        raise click.ClickException(str(exc)) from None
 
     model_ref, registry_root, options, settings = split_pipeline_kwargs(kwargs)
     if settings.pin_threads is None:
@@ -36,7 +44,6 @@ def worker(queues, redis_url, burst, name, follow_latest, **kwargs):
         raise click.ClickException(str(exc)) from None
     sessions.configure(cache)
 
-    connection = connect(redis_url)
     rq_worker = DustspotWorker([queue(q, connection) for q in queues], name=name, connection=connection,
                                serializer=serializer(), exception_handlers=[job.record_failure])
     logging.getLogger("rq.worker").setLevel(logging.INFO)
