@@ -6,7 +6,7 @@
 #
 #   trainer/device_pack.sh pack      # runs/device: photo and sprite copies, wheels, 0.4.0's weights
 #   trainer/device_pack.sh hide      # untrack models/, trainer/weights/, examples/ (index only)
-#   (session tool) run command="bash trainer/device_run.sh" carry=["runs/device"] timeout_s=570
+#   (session tool) run command="bash trainer/device_run.sh" carry=["runs/device"] timeout_s=570 ($OUT: set by the tool)
 #   trainer/device_pack.sh restore   # track them again, exactly as HEAD has them
 #
 # `hide` stages their removal from the index and ignores them (.git/info/exclude), so the tool
