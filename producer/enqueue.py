@@ -10,11 +10,11 @@ import posixpath
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from shared import batches, defaults
-from shared.errors import DustspotError
-from shared.jobs import (JOB_FUNCTION, JobPayload, PayloadError, check_batch_name, check_options,
+from shared import batches, defaults, registry
+from shared.errors import DustspotError, TransientStorageError
+from shared.jobs import (JOB_FUNCTION, JobPayload, check_batch_name, check_options,
                          default_batch_name, job_id)
-from shared.outputs import SUFFIX_MASK, SUFFIX_REPORT
+from shared.outputs import SUFFIX_MASK, SUFFIX_REPORT, is_output_name
 from shared.queues import FAILURE_TTL, JOB_TIMEOUT, RESULT_TTL, queue as make_queue
 from shared.storage import claim_outputs, locate, open_storage, output_stem, printable, safe_relative
 
@@ -43,8 +43,9 @@ def normalize_root(root: str) -> str:
 
 
 def is_scan(key: str) -> bool:
-    return key.lower().endswith(defaults.IMAGE_EXTENSIONS) and not any(
-        part.startswith(".") for part in key.split("/"))
+    """An image that is not hidden and not one of dustspot's own outputs."""
+    return (key.lower().endswith(defaults.IMAGE_EXTENSIONS) and not is_output_name(key)
+            and not any(part.startswith(".") for part in key.split("/")))
 
 
 def list_scans(source_root: str) -> list[str]:
@@ -79,7 +80,9 @@ def done_stems(dest_root: str, stems=None) -> set[str]:
     try:
         dest = open_storage(dest_root)
         keys = set(dest.list())
-    except Exception:
+    except TransientStorageError:
+        raise                             # an outage is not "nothing done": that would redo it all
+    except (DustspotError, OSError):      # no destination yet
         return set()
     candidates = [k[: -len(SUFFIX_MASK)] for k in keys
                   if k.endswith(SUFFIX_MASK) and k[: -len(SUFFIX_MASK)] + SUFFIX_REPORT in keys]
@@ -90,7 +93,9 @@ def done_stems(dest_root: str, stems=None) -> set[str]:
     def ok(stem):
         try:
             return json.loads(dest.read(stem + SUFFIX_REPORT)).get("status") == "ok"
-        except Exception:                 # unreadable or not JSON: not done
+        except TransientStorageError:
+            raise
+        except (DustspotError, ValueError, AttributeError):   # unreadable, not JSON: not done
             return False
 
     with ThreadPoolExecutor(REPORT_READERS) as pool:
@@ -109,8 +114,7 @@ def plan(source_root: str, dest_root: str, batch: str, model: str | None, option
     payloads = []
     for k in keys:
         try:
-            if safe_relative(k) != k:       # else the job would read another object than `k`
-                raise PayloadError(f"relative name {k!r} has empty, '.' or '\\' parts")
+            safe_relative(k)                # refuses names that cannot place outputs safely
             uri = source.uri(k)
         except DustspotError as exc:
             if refused is None:
@@ -126,6 +130,8 @@ def enqueue(redis, source_root: str, dest_root: str, batch: str | None = None,
             queue_name: str = "dustspot", model: str | None = None, options: dict | None = None,
             force: bool = False, dry_run: bool = False, keys: list[str] | None = None) -> EnqueueResult:
     source_root, dest_root = normalize_root(source_root), normalize_root(dest_root)
+    if model and registry.is_path(model) and not model.startswith("s3://"):
+        model = os.path.abspath(model)      # a model folder: the same one for every worker
     batch = check_batch_name(batch) if batch else default_batch_name(source_root, dest_root)
     options = check_options(dict(options or {}))
     if keys is None:

@@ -10,6 +10,7 @@ import os
 # Working resolution: "size" (long side N, aspect kept), "square" (N x N, the seed's
 # geometry) or "native" (no resize).  A model's manifest may recommend its own
 # working size (infer at the scale you trained); these apply when it does not.
+MODES = ("size", "square", "native")
 MODE = "size"
 WORKING_SIZE = 2016
 TILE = 512

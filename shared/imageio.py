@@ -154,7 +154,8 @@ def _decode_tiff_as_stored(source: str, data: bytes | None) -> np.ndarray | None
 
     OpenCV ignores IMREAD_IGNORE_ORIENTATION for TIFF: it applies orientations 2-4 itself (and
     _orient would apply them again) and fails on 5-8, so an oriented TIFF is decoded by
-    tifffile, which never reorients.  None when tifffile cannot read it.
+    tifffile, which never reorients.  ValueError(reason) when tifffile cannot read it (LZW and
+    JPEG compression need the optional imagecodecs package), None for a layout it does not map.
     """
     import tifffile
 
@@ -163,8 +164,8 @@ def _decode_tiff_as_stored(source: str, data: bytes | None) -> np.ndarray | None
             page = tif.pages[0]
             pixels = page.asarray()
             photometric, planar = page.photometric, page.planarconfig
-    except Exception:
-        return None
+    except Exception as exc:
+        raise ValueError(str(exc)) from None
     if pixels.dtype not in (np.uint8, np.uint16):
         return pixels                   # refused by the caller's sample-type check
     if pixels.ndim == 3 and planar == tifffile.PLANARCONFIG.SEPARATE:
@@ -200,12 +201,20 @@ def read_scan(source: str, data: bytes | None = None, max_pixels: int = defaults
     check_header(source, header, max_pixels)
     if header.format == "JPEG" and not _jpeg_is_complete(source, data):
         raise ImageError(source, "truncated JPEG (no end-of-image marker)")
+    oriented = False                   # the decoder applied the orientation itself
     try:
+        pixels = None
         if header.format == "TIFF" and header.orientation != 1:
-            pixels = _decode_tiff_as_stored(source, data)
-        elif data is not None:
+            try:
+                pixels = _decode_tiff_as_stored(source, data)
+            except ValueError as exc:
+                if header.orientation not in (2, 3, 4):
+                    raise ImageError(source, f"TIFF with EXIF orientation {header.orientation} that "
+                                             f"cannot be decoded upright here ({exc})") from None
+                oriented = True        # OpenCV decodes it and applies orientations 2-4 itself
+        if pixels is None and data is not None:
             pixels = cv2.imdecode(np.frombuffer(data, np.uint8), _DECODE_FLAGS)
-        else:
+        elif pixels is None:
             pixels = cv2.imread(source, _DECODE_FLAGS)
     except cv2.error as exc:
         raise ImageError(source, f"decoder failed ({exc.err})") from None
@@ -215,7 +224,8 @@ def read_scan(source: str, data: bytes | None = None, max_pixels: int = defaults
         raise ImageError(source, f"unsupported sample type {pixels.dtype}")
     if pixels.ndim == 3 and pixels.shape[2] == 4:       # defensive: alpha is never used
         pixels = np.ascontiguousarray(pixels[:, :, :3])
-    pixels = _orient(pixels, header.orientation)
+    if not oriented:
+        pixels = _orient(pixels, header.orientation)
     return Scan(pixels, source, header.format, header.orientation, header.pages,
                 header.icc_profile, header.exif)
 

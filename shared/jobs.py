@@ -20,7 +20,7 @@ _BATCH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 # Pipeline options a job may set (SegmentOptions fields); anything else is refused.
 JOB_OPTIONS = ("mode", "working_size", "tile", "overlap", "threshold", "spot_threshold", "min_area", "overlay", "prob", "inpaint",
                "max_pixels")
-MODES = ("size", "square", "native")
+MODES = defaults.MODES
 # Upper bounds for what a job may ask for: a working image (N x N at most) within the default
 # pixel limit, tiles no larger than a few thousand pixels (memory grows with their square).
 MAX_WORKING_SIZE = defaults.MAX_WORKING_SIZE

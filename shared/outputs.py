@@ -1,5 +1,6 @@
 """Rendering the per-scan outputs of DESIGN.md: mask, report, overlay, probability map."""
 import io
+import re
 
 import cv2
 import numpy as np
@@ -14,6 +15,13 @@ SUFFIX_REPORT = ".json"
 SUFFIX_OVERLAY = ".overlay.jpg"
 SUFFIX_PROB = ".prob.png"
 CLEAN_EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "TIFF": ".tif"}
+# Names of the files above (and the cleaned copy), so that folder walks never take them for scans.
+_OUTPUT_NAME = re.compile(r"\.(mask\.png|prob\.png|overlay\.jpg|clean\.[^./]+)$", re.IGNORECASE)
+
+
+def is_output_name(name: str) -> bool:
+    """True for a file dustspot wrote beside a scan's stem (x.mask.png, x.clean.tif, ...)."""
+    return bool(_OUTPUT_NAME.search(name))
 
 
 def encode_clean(pixels: np.ndarray, fmt: str, icc_profile: bytes | None = None,

@@ -27,7 +27,7 @@ from .spots import find_spots, threshold_mask
 from .storage import locate, open_storage, output_stem, printable, read_limit
 from .tiling import TileGrid
 
-MODES = ("size", "square", "native")
+MODES = defaults.MODES
 
 
 @dataclass

@@ -35,14 +35,13 @@ def safe_relative(name: str) -> str:
     """Validate a relative name used to place outputs; returned unchanged.
 
     Refused (PathError), never rewritten: absolute names, `..`, `.` and empty segments
-    ('a//b', 'a/'), backslashes (a file named 'sub\\b.png' is not 'sub/b.png'), NUL.
+    ('a//b', 'a/'), NUL.  A backslash is an ordinary character, as in S3 keys and Linux file
+    names: 'sub\\b.png' is that file (or key), never 'sub/b.png'.
     """
     if not name or "\x00" in name:
         raise PathError(f"invalid relative name {name!r}")
-    if name.startswith("/") or any(part == ".." for part in name.replace("\\", "/").split("/")):
+    if name.startswith("/") or any(part == ".." for part in name.split("/")):
         raise PathError(f"relative name {name!r} escapes its root")
-    if "\\" in name:
-        raise PathError(f"relative name {name!r} contains a backslash")
     if any(part in ("", ".") for part in name.split("/")):
         raise PathError(f"relative name {name!r} has an empty or '.' path segment")
     return name

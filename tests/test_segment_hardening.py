@@ -8,7 +8,7 @@ import pytest
 import tifffile
 from PIL import Image, ImageOps
 
-from shared.errors import ProcessingError
+from shared.errors import ImageError, ProcessingError
 from shared.imageio import _orient, read_scan
 from shared.pipeline import process_scan
 from tests.conftest import textured
@@ -122,3 +122,27 @@ def test_a_cmyk_scan_cleaned_to_rgb_drops_its_cmyk_profile(tmp_path, make_sessio
     assert report["status"] == "ok"
     clean = Image.open(tmp_path / "out" / "c.clean.jpg")
     assert clean.mode == "RGB" and clean.info.get("icc_profile") is None
+
+
+@pytest.mark.parametrize("orientation", [3, 6])
+def test_an_oriented_lzw_tiff_is_upright_or_a_clear_error(tmp_path, orientation):
+    # tifffile needs the optional imagecodecs package for LZW: OpenCV decodes it instead, and
+    # applies orientations 2-4 itself; 5-8 cannot be made upright that way, so they are refused.
+    from PIL.TiffImagePlugin import ImageFileDirectory_v2
+    rgb = textured(40, 60, seed=orientation)[:, :, ::-1]
+    tags = ImageFileDirectory_v2()
+    tags[274] = orientation
+    path = tmp_path / f"lzw{orientation}.tif"
+    Image.fromarray(rgb).save(path, compression="tiff_lzw", tiffinfo=tags)
+    try:
+        import imagecodecs  # noqa: F401
+        codecs = True
+    except ImportError:
+        codecs = False
+    if orientation == 6 and not codecs:
+        with pytest.raises(ImageError, match="orientation 6 that cannot be decoded upright"):
+            read_scan(str(path))
+        return
+    scan = read_scan(str(path))
+    displayed = np.asarray(ImageOps.exif_transpose(Image.open(path)))[:, :, ::-1]
+    assert scan.pixels.shape == displayed.shape and (scan.pixels == displayed).all()

@@ -157,8 +157,8 @@ def test_local_read_refuses_a_file_over_the_limit(tmp_path):
 
 # --- 5. names are refused, not rewritten -------------------------------------------------
 
-@pytest.mark.parametrize("name", ["sub\\b.png", "a//b.png", "a/./b.png", "a/", "/abs.png", "../x.png",
-                                  "a/../../x.png", "..\\x.png", ""])
+@pytest.mark.parametrize("name", ["a//b.png", "a/./b.png", "a/", "/abs.png", "../x.png",
+                                  "a/../../x.png", ""])
 def test_unusual_relative_names_are_refused(name):
     with pytest.raises(PathError):
         safe_relative(name)
@@ -170,8 +170,8 @@ def test_backslash_file_is_not_read_as_a_subfolder_file(tmp_path):
     (tmp_path / "sub\\b.png").write_bytes(b"this file")
     store = LocalStorage(str(tmp_path))
     assert "sub\\b.png" in store.list()
-    with pytest.raises(PathError, match="backslash"):
-        store.read("sub\\b.png")
+    assert store.read("sub\\b.png") == b"this file"          # itself: the backslash is a character
+    assert safe_relative("..\\x.png") == "..\\x.png"           # a file name, not a climb on Linux
     assert safe_relative("a/b.c.png") == "a/b.c.png"
     assert store.read("sub/b.png") == b"the other file"
 

@@ -201,6 +201,7 @@ def tune_on_frames(xml, frames_dir, fields, echo=print, working_sizes=None):
     """Choose working size / threshold / spot threshold / min area on held-out frames; record
     them and the figures. Each working size gets its own tuned post-processing; the sizes are
     then compared by the same rule (clean-frame bound first, then the objective)."""
+    from shared.errors import ModelError
     from shared.pipeline import SegmentOptions
 
     from . import tune
@@ -210,6 +211,9 @@ def tune_on_frames(xml, frames_dir, fields, echo=print, working_sizes=None):
         frames = candidate_frames(xml, fields, frames_dir, SegmentOptions(working_size=size))
         results[size] = tune.tune(frames)
         best = results[size]["best"]
+        if best["object_recall"] is None:            # every frame clean: nothing to tune for
+            raise ModelError(f"{frames_dir}: no frame with dust in its ground truth: the "
+                             "post-processing cannot be tuned on clean frames alone")
         echo(f"working size {size}: objective {best['objective']:.4f}, object recall "
              f"{best['object_recall']:.3f}, precision {best['object_precision']:.3f}, Dice "
              f"{best['pixel_dice']:.3f}, clean {best['clean_fp_per_mp']} FP/MP")

@@ -8,8 +8,8 @@ The output folder must be empty (force: a previous prepare's output there is rep
 no scan of an earlier run lingers on the other side. Scan names from the export are checked
 ('..', absolute, backslash, NUL refused; 'a/b' becomes the tile stem 'a__b'); a bad scan
 (undecodable, mask of another size, colours in no label) fails the whole prepare, listing
-every bad scan, and leaves no tiles behind. Mask colours in no label of labelmap.txt are
-counted as background with a warning per mask (strict: an error like the others).
+every bad scan, and leaves no tiles behind. Mask colours in no label of labelmap.txt are an
+error like the others (strict, the default; not strict: background, with a warning per mask).
 numpy + OpenCV only.
 """
 import hashlib
@@ -83,14 +83,14 @@ def _write_png(path: str, array: np.ndarray, root: str) -> None:
 
 def prepare(export_path: str, out_dir: str, images_dir: str | None = None, working_size: int = WORKING_SIZE,
             tile: int = TILE, valid_every: int = VALID_EVERY, dust_labels=None, echo=print, force: bool = False,
-            strict: bool = False, warn=None, max_pixels: int = defaults.MAX_PIXELS) -> dict:
+            strict: bool = True, warn=None, max_pixels: int = defaults.MAX_PIXELS) -> dict:
     """Cut the export into out_dir/{train,valid}/{images,masks}/ tiles and write dataset.json.
 
     out_dir must be empty; force replaces a previous prepare's output there. Every scan is
     checked (names, sizes, decodable); when any is unusable, ExportError lists each as
-    "MEMBER: reason" and no tiles are left behind. Mask pixels of a colour in no label become
-    background with a warning (`warn`, default: echo) naming the mask and the colours, and are
-    counted in dataset.json ("unknown_colour_pixels"); strict makes them an error too.
+    "MEMBER: reason" and no tiles are left behind. Mask pixels of a colour in no label are such
+    an error (strict, the default); not strict, they become background with a warning (`warn`,
+    default: echo) naming the mask and the colours, counted in dataset.json ("unknown_colour_pixels").
     """
     warn = warn or echo
     export = Export(export_path, max_pixels=max_pixels)

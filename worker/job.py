@@ -10,7 +10,7 @@ import time
 
 from shared import batches, registry
 from shared.errors import DustspotError, TransientStorageError
-from shared.jobs import JobPayload
+from shared.jobs import JobPayload, check_batch_name
 from shared.pipeline import process_scan
 from shared.storage import allowed_roots, check_allowed, output_stem, printable
 
@@ -116,9 +116,11 @@ def record_failure(job, exc_type, exc_value, traceback) -> bool:
     try:
         job.meta["error"] = reason
         _until_redis_answers(job.save_meta, job.id)
-        payload = JobPayload.from_dict(job.args[0])
-        if batches.job_ended(job.connection, payload.batch, job.id, payload.name, None, reason):
-            batches.write_summary(job.connection, payload.batch)
+        # the raw payload, not JobPayload.from_dict: a job the checks refuse still has a batch
+        raw = job.args[0] if job.args and isinstance(job.args[0], dict) else {}
+        batch, name = raw.get("batch"), str(raw.get("name") or job.id)
+        if batch and batches.job_ended(job.connection, check_batch_name(batch), job.id, name, None, reason):
+            batches.write_summary(job.connection, batch)
     except Exception:                 # bookkeeping must never take the worker down
         log.exception("could not record the failure of job %s", job.id)
     return True

@@ -41,6 +41,7 @@ class SessionCache:
         self.follow_latest = follow_latest
         self.max_sessions = max(1, max_sessions)
         self._compiled: OrderedDict = OrderedDict()
+        self._pinned: dict = {}                     # --pin-model: ref -> the version first resolved
 
     def options_for(self, options: dict) -> SegmentOptions:
         """The worker's options with a job's on top; a job never raises the worker's pixel limit."""
@@ -52,7 +53,12 @@ class SessionCache:
 
     def get(self, model: str | None, options: dict) -> Session:
         ref = model or self.default_model
-        version = registry.resolve(ref, self.registry_root, verify=False).version if self.follow_latest else None
+        if self.follow_latest:
+            version = registry.resolve(ref, self.registry_root, verify=False).version
+        else:                                       # pinned: the version first resolved, for good
+            if ref not in self._pinned:
+                self._pinned[ref] = registry.resolve(ref, self.registry_root, verify=False).version
+            version = self._pinned[ref]
         opts = self.options_for(options)
         key = (ref, version, opts.tile)             # opts.tile None: the model's recommended tile
         compiled = self._compiled.get(key)
@@ -61,7 +67,7 @@ class SessionCache:
             for k in stale:                         # a promoted model replaces the old one
                 log.info("model %s: %s -> %s", ref, k[1], version)
                 del self._compiled[k]
-            compiled = self._compile(ref, opts)
+            compiled = self._compile(ref, version, opts)
             self._compiled[key] = compiled
             while len(self._compiled) > self.max_sessions:
                 old, _ = self._compiled.popitem(last=False)
@@ -72,8 +78,13 @@ class SessionCache:
             check_working_size(resolved.mode, resolved.working_size, resolved.max_pixels)
         return Session(compiled.engine, resolved, compiled.info)
 
-    def _compile(self, ref: str | None, opts: SegmentOptions) -> Compiled:
-        handle = registry.resolve(ref, self.registry_root)
+    def _compile(self, ref: str | None, version: str | None, opts: SegmentOptions) -> Compiled:
+        """Compile exactly `version` of a registry name (a compile after an eviction must not
+        pick up a newer `latest` under --pin-model); a model folder is what it is."""
+        name = ref or defaults.MODEL
+        if version and not registry.is_path(name) and ":" not in name:
+            name = f"{name}:{version}"
+        handle = registry.resolve(name, self.registry_root)
         tile = opts.resolved(handle.manifest).tile
         engine = OpenVINOEngine(handle.xml, replace(self.settings, tile=tile), info=handle.describe())
         return Compiled(engine, handle.manifest, engine.info)

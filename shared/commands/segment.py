@@ -11,11 +11,8 @@ import time
 import click
 
 from .. import defaults
+from ..outputs import is_output_name
 from .options import pipeline_options, split_pipeline_kwargs
-
-# Names dustspot itself writes beside a scan's stem (shared/outputs.py): never scans.
-_OUTPUT_NAME = re.compile(r"\.(mask\.png|prob\.png|overlay\.jpg|clean\.[^.]+)$", re.IGNORECASE)
-
 
 def collect_inputs(inputs, out_dir: str) -> list[tuple[str, str]]:
     """(path, relative name) for every scan: files as given, folders walked recursively.
@@ -34,7 +31,7 @@ def collect_inputs(inputs, out_dir: str) -> list[tuple[str, str]]:
                 for name in sorted(files):
                     if name.startswith(".") or not name.lower().endswith(defaults.IMAGE_EXTENSIONS):
                         continue
-                    if _OUTPUT_NAME.search(name):
+                    if is_output_name(name):
                         continue
                     path = os.path.join(folder, name)
                     found.append((path, os.path.relpath(path, item).replace(os.sep, "/")))
