@@ -40,15 +40,21 @@ def test_clean_image_counts_false_spots_per_megapixel():
     assert score.result()["clean_fp_per_mp"] == pytest.approx(1.5)
 
 
-def test_evaluate_command_scores_a_perfect_model(tmp_path, registry_root):
-    """The identity model 'predicts' exactly the bright pixels we drew as dust."""
-    images, truth = tmp_path / "images", tmp_path / "gt"
-    images.mkdir(), truth.mkdir()
+def dotted_scan():
+    """A black 300x200 scan with three white dots, and its ground truth (the dots, 255)."""
     scan = np.zeros((200, 300, 3), np.uint8)
     gt = np.zeros((200, 300), np.uint8)
     for y, x in [(20, 30), (100, 200), (150, 40)]:
         cv2.circle(scan, (x, y), 4, (255, 255, 255), -1)
         cv2.circle(gt, (x, y), 4, 255, -1)
+    return scan, gt
+
+
+def test_evaluate_command_scores_a_perfect_model(tmp_path, registry_root):
+    """The identity model 'predicts' exactly the bright pixels we drew as dust."""
+    images, truth = tmp_path / "images", tmp_path / "gt"
+    images.mkdir(), truth.mkdir()
+    scan, gt = dotted_scan()
     cv2.imwrite(str(images / "a.png"), scan)
     cv2.imwrite(str(truth / "a.png"), gt)
     cv2.imwrite(str(images / "clean.png"), np.zeros((100, 100, 3), np.uint8))

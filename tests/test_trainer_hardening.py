@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from shared.metrics import DustScore
+from tests.test_metrics import dotted_scan
 from tests.conftest import textured
 
 TINY = ["--size", "64", "--batch", "2", "--pool", "8", "--valid-pool", "4", "--threads", "1", "--workers", "1",
@@ -51,11 +52,7 @@ def test_metrics_refuse_truth_that_is_not_0_128_255_and_are_none_without_dusty_i
 def test_evaluate_names_each_unusable_ground_truth_scores_the_rest_and_fails(tmp_path, registry_root):
     images, truth = tmp_path / "images", tmp_path / "gt"
     images.mkdir(), truth.mkdir()
-    scan = np.zeros((200, 300, 3), np.uint8)
-    gt = np.zeros((200, 300), np.uint8)
-    for y, x in [(20, 30), (100, 200), (150, 40)]:
-        cv2.circle(scan, (x, y), 4, (255, 255, 255), -1)
-        cv2.circle(gt, (x, y), 4, 255, -1)
+    scan, gt = dotted_scan()
     for name in ("good", "small", "garbage", "binary", "colour"):
         cv2.imwrite(str(images / f"{name}.png"), scan)
     cv2.imwrite(str(truth / "good.png"), gt)
