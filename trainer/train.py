@@ -188,7 +188,7 @@ def load_init(net, path, spec, state=None):
     """Warm start: weights of an earlier run (model.pt / checkpoint.pt / trainer/weights/*.pt);
     `state` is that file already loaded."""
     if state is None:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = _read_weights(path, "--init")
     init_spec = state.get("config", {}).get("spec")
     weights = {k: v.float() for k, v in state["model"].items()}
     if init_spec == spec:
