@@ -7,6 +7,7 @@ import sys
 
 import cv2
 import numpy as np
+import pytest
 
 from tests.conftest import textured
 from trainer import synth
@@ -337,6 +338,28 @@ def test_distillation_loss_is_least_at_the_teacher_probabilities():
     assert at_teacher.grad.abs().max() < 1e-6
     for off in (-1.0, 1.0):
         assert train.distill_loss(torch.logit(teacher) + off, teacher) > loss + 0.01
+
+
+def test_an_exported_teacher_gives_the_probabilities_of_its_weights(tmp_path):
+    """--teacher MODEL.xml (OpenVINO) and --teacher WEIGHTS.pt (torch) of one network agree, so
+    the faster one can stand in for the other."""
+    import torch
+    from trainer import export, train
+    from trainer.model import DustNet
+    torch.manual_seed(3)
+    net = DustNet(decoder_channels=(16, 8, 8, 8, 8)).eval()
+    torch.save({"model": net.state_dict(), "config": {"spec": net.spec}}, tmp_path / "teacher.pt")
+    xml = export.to_ir(net, str(tmp_path / "teacher.xml"), fp16=False)
+    x = torch.from_numpy(textured(64, 96, seed=2)).permute(2, 0, 1)[None].float().repeat(2, 1, 1, 1) / 255
+    x[1] = x[1].flip(2)
+    from_weights = train.load_teacher(str(tmp_path / "teacher.pt"), "cpu")(x)
+    exported = train.OpenVinoTeacher(xml)
+    from_ir = exported(x)
+    assert from_ir.shape == from_weights.shape == (2, 1, 64, 96) and from_ir.dtype == torch.float32
+    assert float((from_ir - from_weights).abs().max()) < 0.02     # bf16 where the CPU has it
+    assert float(from_weights.std()) > 1e-3                        # not a constant that agrees by chance
+    with pytest.raises(Exception):
+        train.load_teacher(str(tmp_path / "teacher.bin"), "cpu")    # neither weights nor an IR
 
 
 def test_stage_lineage_of_the_bundled_model():

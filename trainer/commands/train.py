@@ -50,7 +50,7 @@ def _command_line(name):
                    "schedule still follows --minutes/--steps")
 @click.option("--real-fraction", default=0.5, show_default=True, help="share of each batch from --data tiles")
 @click.option("--teacher", default=None, type=click.Path(exists=True, dir_okay=False),
-              help="distil: also learn this trained network's probabilities (any architecture)")
+              help="distil: also learn this network's probabilities (trained weights .pt of any architecture, or an exported model's IR .xml, run in OpenVINO)")
 @click.option("--distill-weight", default=settings.DISTILL_WEIGHT, show_default=True,
               help="weight of the BCE against the teacher's probabilities")
 def train(backgrounds, run_dir, sprites, tile, batch, steps, minutes, lr, arch, encoder,
