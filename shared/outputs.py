@@ -17,6 +17,9 @@ SUFFIX_PROB = ".prob.png"
 CLEAN_EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "TIFF": ".tif"}
 # Names of the files above (and the cleaned copy), so that folder walks never take them for scans.
 _OUTPUT_NAME = re.compile(r"\.(mask\.png|prob\.png|overlay\.jpg|clean\.[^./]+)$", re.IGNORECASE)
+# Every suffix dustspot writes beside a scan's stem, the report excepted.
+OUTPUT_SUFFIXES = frozenset({SUFFIX_MASK, SUFFIX_OVERLAY, SUFFIX_PROB,
+                             *(".clean" + ext for ext in CLEAN_EXTENSIONS.values())})
 
 
 def is_output_name(name: str) -> bool:

@@ -10,6 +10,7 @@ size (as 8-bit, so the stored .prob.png rethresholds to exactly the same mask) -
 threshold -> spots.
 """
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 
@@ -21,7 +22,13 @@ from .engine import EngineSettings, OpenVINOEngine
 from .errors import DustspotError, ProcessingError
 from .imageio import read_scan
 from .inpaint import heal
-from .outputs import SUFFIX_REPORT, encode_clean, encode_outputs, render_overlay
+from .outputs import (
+    OUTPUT_SUFFIXES,
+    SUFFIX_REPORT,
+    encode_clean,
+    encode_outputs,
+    render_overlay,
+)
 from .registry import resolve
 from .spots import find_spots, threshold_mask
 from .storage import locate, open_storage, output_stem, printable, read_limit
@@ -170,16 +177,22 @@ def _settings_for_report(options: SegmentOptions, seg: Segmentation | None) -> d
 def process_scan(source: str, out_root: str, relative_name: str, session: Session) -> dict:
     """Read one scan, segment it, write its outputs under `out_root`; return the report.
 
-    Outputs for relative name a/b.tif: a/b.mask.png, a/b.json (+ .overlay.jpg, .prob.png on
-    request). The report is written last, so its presence means the outputs are complete.
-    On failure a report with status "failed" and the reason is written (best effort) and
-    the error is raised again for the caller (CLI summary, RQ failed registry).
+    Outputs for relative name a/b.tif: a/b.mask.png, a/b.json (+ .overlay.jpg, .prob.png,
+    .clean.<ext> on request). The report is written last, so its presence means the outputs
+    are complete; outputs an earlier run listed in its report and this run did not write are
+    deleted before it, so the report lists exactly this stem's outputs that are there.
+    On failure a report with status "failed" and the reason is written (best effort), then
+    the earlier run's outputs and those this run wrote are deleted (best effort: no mask of
+    another run beside a failed report), and the error is raised again for the caller (CLI
+    summary, RQ failed registry).
     """
     started = time.perf_counter()
     stem = output_stem(relative_name)
     dest = open_storage(out_root)
     report = {"input": source, "name": relative_name, "status": "ok",
               "model": session.model, "dustspot_version": __version__, "errors": []}
+    previous = _previous_outputs(dest, stem)
+    written = {}
     try:
         t0 = time.perf_counter()
         storage, key = locate(source)
@@ -203,10 +216,11 @@ def process_scan(source: str, out_root: str, relative_name: str, session: Sessio
         encode_time = time.perf_counter() - t1
         del scan
         t2 = time.perf_counter()
-        written = {}
         for suffix, data in files.items():
-            dest.write(stem + suffix, data)
+            # listed before the write, so that a write failing half-way is cleaned up too
             written[suffix.strip(".").split(".")[0]] = stem + suffix
+            dest.write(stem + suffix, data)
+        _delete_outputs(dest, previous - set(written.values()), source)
         report.update(
             size={"width": int(seg.mask.shape[1]), "height": int(seg.mask.shape[0])},
             settings=_settings_for_report(session.options, seg),
@@ -229,9 +243,44 @@ def process_scan(source: str, out_root: str, relative_name: str, session: Sessio
             _write_report(dest, stem, report)
         except DustspotError:
             pass                         # the destination itself is the problem; raise the original
+        _delete_outputs(dest, previous | set(written.values()), source, best_effort=True)
         if error is exc:
             raise
         raise error from exc
+
+
+def _previous_outputs(dest, stem: str) -> set[str]:
+    """The keys of this stem's outputs that the earlier report lists (best effort: none if
+    there is none or it cannot be read). Only names `stem + an output suffix` are taken, so a
+    corrupt or hostile report cannot have anything else deleted (the report, other scans')."""
+    try:
+        outputs = json.loads(dest.read(stem + SUFFIX_REPORT)).get("outputs")
+    except (DustspotError, ValueError, RecursionError, AttributeError):
+        return set()
+    if not isinstance(outputs, dict):
+        return set()
+    return {key for key in outputs.values()
+            if isinstance(key, str) and key.startswith(stem) and key[len(stem):] in OUTPUT_SUFFIXES}
+
+
+def _delete_outputs(dest, keys: set[str], source: str, best_effort: bool = False) -> None:
+    """Delete these output keys, never the input scan (input and output folders may meet).
+    best_effort: a key that cannot be deleted is left and the others are still tried."""
+    for key in sorted(keys):
+        try:
+            if not _is_input(dest, key, source):
+                dest.delete(key)
+        except DustspotError:
+            if not best_effort:
+                raise
+
+
+def _is_input(dest, key: str, source: str) -> bool:
+    storage, source_key = locate(source)
+    path, source_path = dest.local_path(key), storage.local_path(source_key)
+    if path is None or source_path is None:
+        return dest.uri(key) == storage.uri(source_key)
+    return os.path.realpath(path) == os.path.realpath(source_path)
 
 
 def _write_report(dest, stem: str, report: dict) -> None:

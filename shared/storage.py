@@ -134,6 +134,10 @@ class Storage:
     def write(self, key: str, data: bytes) -> str:
         raise NotImplementedError
 
+    def delete(self, key: str) -> None:
+        """Remove the object; a missing one is not an error."""
+        raise NotImplementedError
+
     def exists(self, key: str) -> bool:
         raise NotImplementedError
 
@@ -241,6 +245,16 @@ class LocalStorage(Storage):
                 os.unlink(tmp)
             raise StorageError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
+    def delete(self, key):
+        path = self._path(safe_relative(key))        # never the root itself
+        try:
+            os.unlink(path)                           # a symlink: the link, never its target
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            if exc.errno != errno.ENOTDIR:            # a parent is a file: nothing there either
+                raise StorageError(f"{path}: cannot delete ({exc.strerror or exc})") from None
+
     @staticmethod
     def _locked_part(folder: str, name: str) -> tuple[int, str]:
         """A new temporary file beside the target, exclusively locked (see _remove_stale_parts)."""
@@ -335,6 +349,13 @@ class S3Storage(Storage):
             return self.uri(key)
         except Exception as exc:
             raise _s3_error(self.uri(key), "write", exc) from None
+
+    def delete(self, key):
+        safe_relative(key)                            # never the prefix itself
+        try:                                          # S3 answers a missing key with success
+            s3_client().delete_object(Bucket=self.bucket, Key=self._key(key))
+        except Exception as exc:
+            raise _s3_error(self.uri(key), "delete", exc) from None
 
     def exists(self, key):
         from botocore.exceptions import ClientError

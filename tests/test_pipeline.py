@@ -6,10 +6,12 @@ import cv2
 import numpy as np
 import pytest
 
-from shared.errors import ImageError
+from shared import storage
+from shared.errors import ImageError, StorageError
 from shared.pipeline import process_scan, working_shape, SegmentOptions
 from tests.conftest import textured
-from tests.scans import write, write_with_orientation
+from tests.scans import write, write_truncated_jpeg, write_with_orientation
+from tests.services import free_port, s3_endpoint  # noqa: F401 (fixture)
 
 
 @pytest.fixture
@@ -116,3 +118,124 @@ def test_atomic_write_leaves_no_partial_files(tmp_path):
     store.write("a/b.mask.png", b"whole")
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["b.mask.png"]
     assert (tmp_path / "a" / "b.mask.png").read_bytes() == b"whole"
+
+
+# --- reruns into the same output root: the outputs beside a report are exactly its own ------
+
+def listing(folder):
+    return sorted(os.listdir(folder))
+
+
+def test_failed_rerun_leaves_no_outputs_of_the_earlier_run(tmp_path, make_session):
+    """Input and output folder are one: the failed report stays, no old mask beside it, and
+    the input itself is never deleted."""
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    full = make_session("conv", tile=128, overlap=32, working_size=256, overlay=True, prob=True)
+    path = write(folder / "scan.jpg", textured(120, 160))
+    process_scan(path, str(folder), "scan.jpg", full)
+    assert listing(folder) == ["scan.jpg", "scan.json", "scan.mask.png", "scan.overlay.jpg", "scan.prob.png"]
+    write_truncated_jpeg(folder / "scan.jpg", textured(120, 160))
+    with pytest.raises(ImageError):
+        process_scan(path, str(folder), "scan.jpg", full)
+    assert listing(folder) == ["scan.jpg", "scan.json"]
+    report = json.loads((folder / "scan.json").read_text())
+    assert report["status"] == "failed" and "outputs" not in report
+
+
+def test_failed_write_removes_what_the_run_had_written(tmp_path, make_session):
+    """The mask and probability map are written, then the overlay cannot be: none stays."""
+    full = make_session("conv", tile=128, overlap=32, working_size=256, overlay=True, prob=True)
+    path = write(tmp_path / "scan.png", textured(120, 160))
+    out = tmp_path / "out"
+    (out / "scan.overlay.jpg").mkdir(parents=True)            # a folder where the overlay goes
+    with pytest.raises(StorageError, match="scan.overlay.jpg"):
+        process_scan(path, str(out), "scan.png", full)
+    assert listing(out) == ["scan.json", "scan.overlay.jpg"]
+    assert json.loads((out / "scan.json").read_text())["status"] == "failed"
+
+
+def test_rerun_with_fewer_options_removes_the_outputs_it_does_not_write(tmp_path, make_session):
+    full = make_session("conv", tile=128, overlap=32, working_size=256, overlay=True, prob=True,
+                        inpaint=True)
+    plain = make_session("conv", tile=128, overlap=32, working_size=256)
+    path = write(tmp_path / "scan.png", textured(120, 160))
+    out = tmp_path / "out" / "sub"
+    first = process_scan(path, str(tmp_path / "out"), "sub/scan.png", full)
+    assert listing(out) == ["scan.clean.png", "scan.json", "scan.mask.png", "scan.overlay.jpg",
+                            "scan.prob.png"]
+    assert sorted(first["outputs"].values()) == [f"sub/{n}" for n in listing(out) if n != "scan.json"]
+    report = process_scan(path, str(tmp_path / "out"), "sub/scan.png", plain)
+    assert listing(out) == ["scan.json", "scan.mask.png"]
+    assert report["outputs"] == {"mask": "sub/scan.mask.png"}
+    assert json.loads((out / "scan.json").read_text())["outputs"] == {"mask": "sub/scan.mask.png"}
+    read_mask(out / "scan.mask.png")
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_an_earlier_report_cannot_have_other_files_deleted(tmp_path, session, fails):
+    """Only the stem's own output names in an earlier report are deleted: never a file outside
+    the root, another scan's outputs, the report, the input, or a name merely starting alike."""
+    out = tmp_path / "out"
+    out.mkdir()
+    path = write(out / "scan.png", textured(120, 160))
+    others = ["other.mask.png", "scan.x.mask.png", "scanner.mask.png", "scan.mask.png.bak",
+              "scan.MASK.PNG", "scan.png"]
+    for name in others[:-1]:
+        (out / name).write_bytes(b"not this run's")
+    (tmp_path / "victim.txt").write_bytes(b"outside the root")
+    (out / "scan.overlay.jpg").write_bytes(b"the earlier run's overlay")
+    hostile = {"mask": "../victim.txt", "abs": str(tmp_path / "victim.txt"), "self": "scan.json",
+               "climb": "scan.mask.png/../../victim.txt", "number": 5, "list": ["scan.prob.png"],
+               "overlay": "scan.overlay.jpg", **{f"o{i}": name for i, name in enumerate(others)}}
+    (out / "scan.json").write_text(json.dumps({"status": "ok", "outputs": hostile}))
+    if fails:
+        (out / "scan.mask.png").mkdir()                       # this run's mask cannot be written
+        with pytest.raises(StorageError):
+            process_scan(path, str(out), "scan.png", session)
+    else:
+        process_scan(path, str(out), "scan.png", session)
+    assert not (out / "scan.overlay.jpg").exists()            # the one real earlier output
+    assert (tmp_path / "victim.txt").read_bytes() == b"outside the root"
+    assert set(others) <= set(listing(out)) and (out / "scan.json").exists()
+    assert json.loads((out / "scan.json").read_text())["status"] == ("failed" if fails else "ok")
+
+
+@pytest.mark.parametrize("earlier", [b"not json", b"[1, 2]", b'{"outputs": ["scan.mask.png"]}',
+                                     b"[" * 100_000, b"\xff\xfe"])
+def test_an_unreadable_earlier_report_is_replaced(tmp_path, session, earlier):
+    path = write(tmp_path / "scan.png", textured(120, 160))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "scan.json").write_bytes(earlier)
+    report = process_scan(path, str(tmp_path / "out"), "scan.png", session)
+    assert report["status"] == "ok" and listing(tmp_path / "out") == ["scan.json", "scan.mask.png"]
+
+
+@pytest.fixture
+def bucket(s3_endpoint, monkeypatch):  # noqa: F811 (fixture)
+    import boto3
+    monkeypatch.setattr(storage, "_S3_CLIENTS", {})
+    name = f"rerun-{free_port()}"
+    boto3.client("s3").create_bucket(Bucket=name)
+    return name
+
+
+def test_rerun_into_s3_removes_earlier_outputs(tmp_path, make_session, bucket):
+    import boto3
+    full = make_session("conv", tile=128, overlap=32, working_size=256, overlay=True, prob=True)
+    plain = make_session("conv", tile=128, overlap=32, working_size=256)
+    path = write(tmp_path / "scan.jpg", textured(120, 160))
+    root = f"s3://{bucket}/out"
+
+    def keys():
+        return sorted(o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket).get("Contents", []))
+
+    process_scan(path, root, "a/scan.jpg", full)
+    assert keys() == ["out/a/scan.json", "out/a/scan.mask.png", "out/a/scan.overlay.jpg", "out/a/scan.prob.png"]
+    process_scan(path, root, "a/scan.jpg", plain)
+    assert keys() == ["out/a/scan.json", "out/a/scan.mask.png"]
+    write_truncated_jpeg(tmp_path / "scan.jpg", textured(120, 160))
+    with pytest.raises(ImageError):
+        process_scan(path, root, "a/scan.jpg", plain)
+    assert keys() == ["out/a/scan.json"]
+    assert json.loads(storage.read_uri(root + "/a/scan.json"))["status"] == "failed"

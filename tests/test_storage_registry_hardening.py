@@ -176,6 +176,52 @@ def test_backslash_file_is_not_read_as_a_subfolder_file(tmp_path):
     assert store.read("sub/b.png") == b"the other file"
 
 
+# --- 5b. delete removes the named object only; a missing one is fine -------------------
+
+def test_local_delete_removes_the_file_and_nothing_else(tmp_path):
+    root, victim = tmp_path / "out", tmp_path / "x"
+    victim.write_bytes(b"outside the root")
+    store = LocalStorage(str(root))
+    store.write("a/b.mask.png", b"mask")
+    store.delete("a/b.mask.png")
+    assert not (root / "a" / "b.mask.png").exists() and (root / "a").is_dir()
+    store.delete("a/b.mask.png")                              # missing: not an error
+    store.delete("gone/b.mask.png")
+    (root / "f").write_bytes(b"a file")
+    store.delete("f/b.mask.png")                              # a parent is a file: missing too
+    for hostile in ("../x", "a/../../x", "/abs", ""):
+        with pytest.raises(PathError):
+            store.delete(hostile)
+    assert victim.read_bytes() == b"outside the root" and root.is_dir()
+    os.symlink(victim, root / "link.mask.png")
+    store.delete("link.mask.png")                             # the link, never its target
+    assert not os.path.lexists(root / "link.mask.png") and victim.exists()
+    (root / "dir.mask.png").mkdir()
+    with pytest.raises(StorageError, match=r"dir\.mask\.png: cannot delete") as info:
+        store.delete("dir.mask.png")
+    assert not isinstance(info.value, TransientStorageError)
+
+
+def test_s3_delete_removes_the_object_and_nothing_else(bucket):
+    import boto3
+    boto3.client("s3").put_object(Bucket=bucket, Key="x", Body=b"outside the prefix")
+    boto3.client("s3").put_object(Bucket=bucket, Key="out", Body=b"the prefix itself")
+    store = S3Storage(f"s3://{bucket}/out")
+    store.write("a/b.mask.png", b"mask")
+    store.write("a/b.json", b"{}")
+    store.delete("a/b.mask.png")
+    assert not store.exists("a/b.mask.png") and store.list() == ["a/b.json"]
+    store.delete("a/b.mask.png")                              # missing: not an error
+    for hostile in ("../x", "a/../../x", "/x", ""):
+        with pytest.raises(PathError):
+            store.delete(hostile)
+    keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket)["Contents"]]
+    assert sorted(keys) == ["out", "out/a/b.json", "x"]
+    with pytest.raises(StorageError, match="cannot delete") as info:
+        S3Storage(f"s3://{bucket}-missing/out").delete("a/b.mask.png")
+    assert not isinstance(info.value, TransientStorageError)
+
+
 # --- 6. corrupt manifests are clear errors; `list` goes on -------------------------------
 
 def test_corrupt_manifests_in_a_local_registry(tmp_path):
