@@ -536,3 +536,15 @@ def test_pruned_network_keeps_its_trained_channels_rebuilds_from_its_spec_and_tr
     assert pruning_step["stage"] == "prune" and pruning_step["from"] == unpruned["stage"]
     assert pruning_step["ratio"] == 0.5 and pruning_step["weights"] == str(tmp_path / "pruned.pt")
     assert this["from"] == str(tmp_path / "pruned.pt") and this["steps"] == 2
+
+
+def test_candidate_speed_is_measured_on_the_converted_network():
+    from trainer import candidates
+    assert candidates.parse("tu-mobilenetv4_conv_small:32-16-16-8-8") == ("tu-mobilenetv4_conv_small", (32, 16, 16, 8, 8))
+    assert candidates.parse("efficientnet-b1") == ("efficientnet-b1", candidates.settings.DECODER_CHANNELS)
+    res = subprocess.run([sys.executable, "-m", "trainer.candidates", "efficientnet-b0:16-8-8-8-8", "--tile", "64"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    [line] = res.stdout.splitlines()
+    assert line.split()[:2] == ["efficientnet-b0", "16-8-8-8-8"] and line.endswith("ms per 64 px tile")
+    assert float(line.split()[2]) > 0
