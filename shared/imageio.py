@@ -23,6 +23,7 @@ SUPPORTED_FORMATS = {"JPEG": ".jpg", "PNG": ".png", "TIFF": ".tif"}
 _DECODE_FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR | cv2.IMREAD_IGNORE_ORIENTATION
 _EXIF_ORIENTATION = 0x0112
 _EXIF_MAX_BYTES = 65533         # an APP1 segment's payload ("Exif\0\0" included), as Pillow checks it
+_TIFF_SIGNATURES = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")    # classic TIFF, BigTIFF
 
 
 @dataclass
@@ -59,6 +60,38 @@ class Header:
     pages: int
     icc_profile: bytes | None = None
     exif: bytes | None = None
+    tiff_layout: str | None = None  # set when only tifffile reads the file (it decodes it too)
+
+
+def _read_tiff_header(source: str, data: bytes | None) -> Header | None:
+    """The header of a TIFF that Pillow cannot open, read by tifffile; None if tifffile cannot either."""
+    # Pillow refuses some valid layouts (16-bit gray + alpha, for one) that tifffile decodes.
+    import tifffile
+
+    try:
+        if data is None:
+            with open(source, "rb") as f:
+                signature = f.read(4)
+        else:
+            signature = data[:4]
+        if signature not in _TIFF_SIGNATURES:
+            return None
+        with tifffile.TiffFile(io.BytesIO(data) if data is not None else source) as tif:
+            page = tif.pages[0]         # tags only: no pixels are read here
+            photometric = getattr(page.photometric, "name", page.photometric)
+            layout = f"{page.samplesperpixel} samples, photometric {photometric}, shape {page.shape}"
+            mode = {np.dtype(np.uint8): "L", np.dtype(np.uint16): "I;16"}.get(page.dtype)
+            if mode is None:
+                raise ImageError(source, f"unsupported sample type {page.dtype} ({page.bitspersample}-bit): "
+                                         "only 8- and 16-bit integer images are supported")
+            if page.samplesperpixel > 4 or page.imagedepth > 1:    # would decode to more than the pixel limit
+                raise ImageError(source, f"unsupported TIFF layout: {layout}")
+            return Header("TIFF", page.imagewidth, page.imagelength, mode, int(page.tags.valueof(274, 1)),
+                          len(tif.pages), page.tags.valueof(34675), None, layout)
+    except ImageError:
+        raise
+    except Exception:               # tifffile raises assorted types on hostile files
+        return None
 
 
 def read_header(source: str, data: bytes | None = None) -> Header:
@@ -80,7 +113,10 @@ def read_header(source: str, data: bytes | None = None) -> Header:
             return Header(im.format or "?", im.width, im.height, im.mode, orientation,
                           getattr(im, "n_frames", 1), im.info.get("icc_profile"), exif)
     except UnidentifiedImageError:
-        raise ImageError(source, "not an image (unrecognised file content)") from None
+        header = _read_tiff_header(source, data)
+        if header is None:
+            raise ImageError(source, "not an image (unrecognised file content)") from None
+        return header
     except FileNotFoundError:
         raise ImageError(source, "file not found") from None
     except IsADirectoryError:
@@ -204,14 +240,18 @@ def read_scan(source: str, data: bytes | None = None, max_pixels: int = defaults
     oriented = False                   # the decoder applied the orientation itself
     try:
         pixels = None
-        if header.format == "TIFF" and header.orientation != 1:
+        if header.format == "TIFF" and (header.orientation != 1 or header.tiff_layout):
             try:
                 pixels = _decode_tiff_as_stored(source, data)
             except ValueError as exc:
+                if header.tiff_layout:
+                    raise ImageError(source, f"corrupt or truncated TIFF data ({exc})") from None
                 if header.orientation not in (2, 3, 4):
                     raise ImageError(source, f"TIFF with EXIF orientation {header.orientation} that "
                                              f"cannot be decoded upright here ({exc})") from None
                 oriented = True        # OpenCV decodes it and applies orientations 2-4 itself
+            if pixels is None and header.tiff_layout:       # OpenCV cannot read it either
+                raise ImageError(source, f"unsupported TIFF layout: {header.tiff_layout}")
         if pixels is None and data is not None:
             pixels = cv2.imdecode(np.frombuffer(data, np.uint8), _DECODE_FLAGS)
         elif pixels is None:

@@ -39,3 +39,12 @@ def write_truncated_jpeg(path, pixels) -> str:
     with open(path, "wb") as f:
         f.write(data[: len(data) // 2])
     return str(path)
+
+
+def write_tiff_with_alpha(path, pixels, planar: bool = False, orientation: int = 1) -> str:
+    """A gray + alpha TIFF (HxWx2, any dtype) written by tifffile: a layout Pillow cannot open."""
+    import tifffile
+    tifffile.imwrite(str(path), np.moveaxis(pixels, -1, 0) if planar else pixels, photometric="minisblack",
+                     extrasamples=["unassalpha"], planarconfig="separate" if planar else "contig",
+                     extratags=[(0x0112, "H", 1, orientation, False)] if orientation != 1 else [])
+    return str(path)

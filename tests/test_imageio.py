@@ -4,12 +4,19 @@ import tracemalloc
 import cv2
 import numpy as np
 import pytest
+import tifffile
 from PIL import Image
 
 from shared.errors import ImageError
 from shared.imageio import read_scan
 from tests.conftest import textured
-from tests.scans import write, write_png_claiming, write_truncated_jpeg, write_with_orientation
+from tests.scans import (
+    write,
+    write_png_claiming,
+    write_tiff_with_alpha,
+    write_truncated_jpeg,
+    write_with_orientation,
+)
 
 
 def test_jpeg_png_tiff_8_and_16_bit(tmp_path):
@@ -90,6 +97,67 @@ def test_bad_files_raise_image_error_naming_file_and_reason(tmp_path, kind, reas
     with pytest.raises(ImageError) as err:
         read_scan(str(path))
     assert str(path) in str(err.value) and reason in str(err.value)
+
+
+def _gray_alpha16(height=64, width=80):
+    return (np.random.default_rng(0).random((height, width, 2)) * 65535).astype(np.uint16)
+
+
+@pytest.mark.parametrize("planar", [False, True])
+def test_16_bit_gray_alpha_tiff_that_pillow_cannot_open(tmp_path, planar):
+    pixels = _gray_alpha16()
+    path = write_tiff_with_alpha(tmp_path / "ga.tif", pixels, planar=planar)
+    for scan in (read_scan(path), read_scan(path, data=(tmp_path / "ga.tif").read_bytes())):
+        assert scan.format == "TIFF" and scan.pixels.dtype == np.uint16 and scan.orientation == 1
+        np.testing.assert_array_equal(scan.pixels, pixels[:, :, 0])      # the gray plane, alpha dropped
+
+
+@pytest.mark.parametrize("planar", [False, True])
+def test_16_bit_gray_alpha_tiff_with_orientation_6_is_upright(tmp_path, planar):
+    pixels = _gray_alpha16()
+    scan = read_scan(write_tiff_with_alpha(tmp_path / "ga6.tif", pixels, planar=planar, orientation=6))
+    assert scan.orientation == 6 and scan.pixels.shape == (80, 64)
+    np.testing.assert_array_equal(scan.pixels, np.rot90(pixels[:, :, 0], -1))   # 90 degrees clockwise
+    assert scan.pixels[0, 0] == pixels[-1, 0, 0]        # the stored bottom-left is displayed top-left
+
+
+def test_16_bit_gray_alpha_tiff_pixel_limit_refuses_from_the_header(tmp_path, monkeypatch):
+    def no_decoding(*args):
+        raise AssertionError("decoded despite the pixel limit")
+    monkeypatch.setattr("shared.imageio._decode_tiff_as_stored", no_decoding)
+    path = write_tiff_with_alpha(tmp_path / "ga.tif", _gray_alpha16())
+    with pytest.raises(ImageError, match="exceeds the pixel limit") as err:
+        read_scan(path, max_pixels=1000)
+    assert "ga.tif" in str(err.value) and "80x64" in str(err.value)
+    data = bytearray((tmp_path / "ga.tif").read_bytes())   # now make the header claim 100000x100000
+    with tifffile.TiffFile(path) as tif:
+        for code in (256, 257):                        # ImageWidth, ImageLength: LONG values in the IFD
+            offset = tif.pages[0].tags[code].valueoffset
+            data[offset:offset + 4] = (100000).to_bytes(4, "little")
+    (tmp_path / "bomb.tif").write_bytes(data)
+    tracemalloc.start()
+    with pytest.raises(ImageError, match="100000x100000 .* exceeds the pixel limit"):
+        read_scan(str(tmp_path / "bomb.tif"))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 20 * 2**20
+
+
+@pytest.mark.parametrize("kind,reason", [("float", "unsupported sample type float32"),
+                                         ("three_gray", "unsupported TIFF layout: 3 samples, photometric MINISBLACK"),
+                                         ("garbage", "not an image")])
+def test_tiffs_pillow_cannot_open_are_refused_naming_file_and_reason(tmp_path, kind, reason):
+    path = tmp_path / f"{kind}.tif"
+    if kind == "float":
+        write_tiff_with_alpha(path, np.random.default_rng(0).random((20, 30, 2)).astype(np.float32))
+    elif kind == "three_gray":
+        tifffile.imwrite(path, _gray_alpha16()[:, :, [0, 1, 0]], photometric="minisblack", planarconfig="contig")
+    else:
+        path.write_bytes(b"II*\0" + np.random.default_rng(0).bytes(5000))
+    for data in (None, path.read_bytes()):
+        with pytest.raises(ImageError) as err:
+            read_scan(str(path), data=data)
+        assert str(path) in str(err.value) and reason in str(err.value)
 
 
 def test_never_float64(tmp_path):
