@@ -4,7 +4,7 @@
 # ignore, and the ignored paths named in `carry`.  This repository's bundled models and stage
 # weights alone are ~175 MB, so they must stay behind; the run needs one weights file of them.
 #
-#   trainer/device_pack.sh pack      # runs/device: photo and sprite copies, wheels, 0.4.0's weights
+#   trainer/device_pack.sh pack      # runs/device: photo and sprite copies, wheels, 0.4.0's and the student's weights
 #   trainer/device_pack.sh hide      # untrack models/, trainer/weights/, examples/ (index only)
 #   (session tool) run command="bash trainer/device_run.sh" carry=["runs/device"] timeout_s=570 ($OUT: set by the tool)
 #   trainer/device_pack.sh restore   # track them again, exactly as HEAD has them
@@ -21,6 +21,9 @@ MATE=${MATE:-/work/photos/x/usr/share/backgrounds}
 MORE=${MORE:-/work/photos2/x/usr/share/backgrounds}
 SPRITES=${SPRITES:-../shared/data/film-damage-sprites}
 TEACHER=${TEACHER:-trainer/weights/dustspot-unet-0.4.0.pt}
+# the MobileNetV4-Conv-Small student trained on 2 CPU cores in session 10: the GPU run goes on from it
+STUDENT=${STUDENT:-trainer/weights/dustspot-slim-mnv4s-cpu.pt}
+QUALITY=${QUALITY:-82}      # JPEG quality of the photo copies: 88 left no room for the student
 HIDDEN=(models trainer/weights examples)
 EXCLUDE=.git/info/exclude
 MARK="# trainer/device_pack.sh hide"
@@ -41,11 +44,12 @@ pack)
     # (trainer/shrink_inputs.py); one folder per source keeps their names apart
     # (-> $PACK/wallpapers/bg/wallpapers, $PACK/mate/bg/backgrounds, $PACK/more/bg/backgrounds,
     # $PACK/sprites: what trainer/device_run.sh reads)
-    "$PY" -m trainer.shrink_inputs "$PACK/wallpapers" "$WALLPAPERS"
-    "$PY" -m trainer.shrink_inputs "$PACK/mate" "$MATE"
-    if [ -d "$MORE" ]; then "$PY" -m trainer.shrink_inputs "$PACK/more" "$MORE"; fi
+    "$PY" -m trainer.shrink_inputs "$PACK/wallpapers" "$WALLPAPERS" --quality "$QUALITY"
+    "$PY" -m trainer.shrink_inputs "$PACK/mate" "$MATE" --quality "$QUALITY"
+    if [ -d "$MORE" ]; then "$PY" -m trainer.shrink_inputs "$PACK/more" "$MORE" --quality "$QUALITY"; fi
     "$PY" -m trainer.shrink_inputs "$PACK" --sprites "$SPRITES"
     cp "$TEACHER" "$PACK/"
+    if [ -f "$STUDENT" ]; then cp "$STUDENT" "$PACK/student.pt"; fi
     # pure-Python packages the device image lacks (its torch, timm, opencv, scikit-image serve)
     "$PY" -m pip download -q --no-deps -d "$PACK/wheels" \
         "segmentation-models-pytorch==$("$PY" -c 'import segmentation_models_pytorch as m; print(m.__version__)')" \

@@ -8,7 +8,10 @@
 #
 # The default candidates (session 9's plan, issues 3 and 5):
 #   b1busy  0.4.0's network on today's generator (busy scenes, dim forest floors), GPU scale
-#   mnv3l   a MobileNetV3-Large student (~1/3 of B1's time per tile) distilled from 0.4.0
+#   mnv4s   the MobileNetV4-Conv-Small student (0.30x of B1's time per 224 tile on AMX, the
+#           lightest of `python -m trainer.candidates`), distilled from 0.4.0, going on from the
+#           weights session 10 trained on 2 CPU cores (runs/device/student.pt; from scratch
+#           without them); MobileNetV3-Large (mnv3l) where the image's timm lacks MobileNetV4
 #   p50     0.4.0 pruned by half (`dustspot prune`), distilled from 0.4.0
 # With DEADLINE_S=480 a 24,000-tile pool takes ~2 min on 16 cores and each candidate trains
 # ~4 min (~300 tiles/s each when three share an H200).
@@ -31,8 +34,14 @@ export SWEEP=${SWEEP:-runs/device-sweep}
 export POOL=${POOL:-24000}
 export SEED=${SEED:-12}
 export DEADLINE_S=${DEADLINE_S:-480}
+if "$PY" -c 'import sys, timm; sys.exit(not timm.list_models("mobilenetv4_conv_small"))' 2>/dev/null; then
+    STUDENT_INIT=$([ -f "$PACK/student.pt" ] && echo "$PACK/student.pt" || true)
+    LIGHT="mnv4s:tu-mobilenetv4_conv_small:32,16,16,8,8:1e-3:$STUDENT_INIT:$TEACHER"
+else
+    LIGHT="mnv3l:tu-mobilenetv3_large_100:32,16,16,8,8:2e-3::$TEACHER"
+fi
 export CANDIDATES=${CANDIDATES:-"b1busy:efficientnet-b1:128,64,32,16,8:5e-4:$TEACHER
-mnv3l:tu-mobilenetv3_large_100:32,16,16,8,8:2e-3::$TEACHER
+$LIGHT
 p50:efficientnet-b1:128,64,32,16,8:5e-4:$PACK/p50.pt:$TEACHER"}
 export OUT
 PATH="$(dirname "$PY"):$PATH" exec trainer/gpu_sweep.sh
