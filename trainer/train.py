@@ -91,7 +91,7 @@ def load_teacher(path, device):
 class OpenVinoTeacher:
     """An exported model as the teacher. On a CPU, OpenVINO runs it several times faster than
     torch runs its weights (session 10, B1 at 256 px on 2 cores: 19 tiles/s in torch bf16,
-    ~140 in OpenVINO), and the teacher's forward pass was most of a light student's step.
+    ~115 in OpenVINO), and the teacher's forward pass was most of a light student's step.
     Read now (a bad file fails before the pools are built), compiled at first use: the pool
     builders fork, and a fork after an OpenVINO compile hangs."""
 
