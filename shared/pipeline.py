@@ -266,21 +266,27 @@ def _previous_outputs(dest, stem: str) -> set[str]:
 def _delete_outputs(dest, keys: set[str], source: str, best_effort: bool = False) -> None:
     """Delete these output keys, never the input scan (input and output folders may meet).
     best_effort: a key that cannot be deleted is left and the others are still tried."""
+    if not keys:
+        return
+    try:
+        storage, source_key = locate(source)          # once, not per key
+        source_path, source_uri = storage.local_path(source_key), storage.uri(source_key)
+    except DustspotError:
+        if not best_effort:
+            raise
+        return                                        # cannot tell the input apart: delete nothing
+    if source_path is not None:
+        source_path = os.path.realpath(source_path)
     for key in sorted(keys):
+        path = dest.local_path(key)
+        if (os.path.realpath(path) == source_path if path is not None and source_path is not None
+                else dest.uri(key) == source_uri):
+            continue
         try:
-            if not _is_input(dest, key, source):
-                dest.delete(key)
+            dest.delete(key)
         except DustspotError:
             if not best_effort:
                 raise
-
-
-def _is_input(dest, key: str, source: str) -> bool:
-    storage, source_key = locate(source)
-    path, source_path = dest.local_path(key), storage.local_path(source_key)
-    if path is None or source_path is None:
-        return dest.uri(key) == storage.uri(source_key)
-    return os.path.realpath(path) == os.path.realpath(source_path)
 
 
 def _write_report(dest, stem: str, report: dict) -> None:
