@@ -120,6 +120,24 @@ def working_shape(height: int, width: int, options: SegmentOptions) -> tuple[int
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
+def to_working(pixels: np.ndarray, wh: int, ww: int) -> np.ndarray:
+    """The working image: area-averaged for a mild shrink, bilinear otherwise.
+
+    Shrinking by 2x or more on both sides, bilinear sampling found as much dust as the area
+    average or more (0.4.1 on held-out synthetic frames, session 11: object recall 0.517 ->
+    0.523 at 2.5x, 0.489 -> 0.501 at 3x, equal at 2x; precision within 0.3 points or better),
+    and takes a quarter of the time (a 36 MP scan to 2016 square: ~0.015 s, area ~0.06 s).
+    The network learned dust drawn at working scale, which a wide box average blurs. At 1.4x
+    the area average kept 1.4 points more precision, so mild shrinks keep it. A halving
+    before the area step (OpenCV's fast whole-number path) lost 2.4 points of recall at 2.5x.
+    """
+    height, width = pixels.shape[:2]
+    if (wh, ww) == (height, width):
+        return pixels
+    mild_shrink = wh * ww < height * width and (height < 2 * wh or width < 2 * ww)
+    return cv2.resize(pixels, (ww, wh), interpolation=cv2.INTER_AREA if mild_shrink else cv2.INTER_LINEAR)
+
+
 def segment(pixels: np.ndarray, session: Session) -> Segmentation:
     """The core: a decoded scan (HxW or HxWx3, uint8/uint16) -> mask, probability, spots."""
     o, timings = session.options, {}
@@ -133,11 +151,7 @@ def segment(pixels: np.ndarray, session: Session) -> Segmentation:
 
     height, width = pixels.shape[:2]
     wh, ww = working_shape(height, width, o)
-    if (wh, ww) != (height, width):
-        shrinking = wh * ww < height * width
-        working = cv2.resize(pixels, (ww, wh), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
-    else:
-        working = pixels
+    working = to_working(pixels, wh, ww)
     grid = TileGrid(wh, ww, o.tile, o.overlap, o.margin)
     ph, pw = grid.padded_shape
     if (ph, pw) != (wh, ww):

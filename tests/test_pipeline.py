@@ -8,7 +8,7 @@ import pytest
 
 from shared import storage
 from shared.errors import ImageError, StorageError
-from shared.pipeline import process_scan, working_shape, SegmentOptions
+from shared.pipeline import process_scan, to_working, working_shape, SegmentOptions
 from tests.conftest import textured
 from tests.scans import write, write_truncated_jpeg, write_with_orientation
 from tests.services import free_port, s3_endpoint  # noqa: F401 (fixture)
@@ -68,6 +68,27 @@ def test_report_and_optional_outputs(tmp_path, make_session):
     prob = cv2.imread(str(out / "two.prob.png"), cv2.IMREAD_UNCHANGED)
     np.testing.assert_array_equal(prob, image[:, :, 0])
     assert cv2.imread(str(out / "two.overlay.jpg")) is not None
+
+
+@pytest.mark.parametrize("shape, target, filter_", [
+    ((300, 200, 3), (100, 100), cv2.INTER_LINEAR),   # 3x and 2x: bilinear sampling
+    ((300, 200), (140, 120), cv2.INTER_AREA),        # 2.1x and 1.7x: a mild shrink on one side
+    ((300, 200, 3), (250, 180), cv2.INTER_AREA),
+    ((300, 200, 3), (600, 250), cv2.INTER_LINEAR),   # growing
+])
+def test_working_image_filter_follows_the_shrink(shape, target, filter_):
+    image = textured(*shape[:2], channels=shape[2] if len(shape) == 3 else 1, dtype=np.uint16)
+    working = to_working(image.reshape(shape), *target)
+    np.testing.assert_array_equal(working, cv2.resize(image, target[::-1], interpolation=filter_))
+    assert to_working(image, *shape[:2]) is image
+
+
+def test_small_dust_keeps_its_contrast_in_a_3x_shrink():
+    """One dark 3x3 speck on a flat field, shrunk 3x: sampled, not averaged into its surround."""
+    image = np.full((300, 300), 200, np.uint8)
+    image[149:152, 149:152] = 20
+    working = to_working(image, 100, 100)
+    assert working.min() <= 60         # the area average of its 3x3 box, misaligned by 1 px, is ~120
 
 
 def test_upsampled_probabilities_give_smooth_edges(tmp_path, make_session):
