@@ -127,6 +127,24 @@ def test_dust_hidden_in_texture_is_dont_care_in_training_only():
     assert labelled(flat, synth.TEXTURE_VISIBLE) == (True, False)
 
 
+def test_dust_that_erases_the_texture_is_labelled_in_busy_scenes():
+    """An opaque patch of the scene's tone x 0.8 on gravel (realdust-dev's dim forest): its mean
+    moves less than the gravel's contrast, but the texture under it is gone, so it is dust; the
+    same tone seen through (each pixel x 0.8, texture kept) stays don't-care."""
+    rng = np.random.default_rng(1)
+    gravel = np.clip(100 + rng.normal(0, 30, (64, 64, 1)), 0, 255).repeat(3, axis=2).astype(np.float32)
+    alpha = np.zeros((20, 20), np.float32)
+    alpha[4:16, 4:16] = 1
+
+    def labelled(transmit):
+        canvas = synth._Canvas(gravel.copy(), 1.0, synth.TEXTURE_VISIBLE)
+        canvas.dust(alpha, 22, 22, tone=None, opacity=1.0, shade=0.8, transmit=transmit)
+        return canvas.cover.max() == 1, canvas.faint.max() == 1
+
+    assert labelled(transmit=False) == (True, False)
+    assert labelled(transmit=True) == (False, True)
+
+
 def test_busy_scenes_get_their_share_of_the_pool(tmp_path, monkeypatch):
     from trainer import data
     smooth, busy = tmp_path / "smooth.png", tmp_path / "gravel.png"

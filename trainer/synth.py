@@ -42,6 +42,14 @@ VISIBLE_MIN = 8.0                   # mean |delta luminance| below which dust is
 # was at or below its texture's contrast; the networks learned to find nothing there (0.4.0:
 # 12 % of the generator's dust on that photo, 200 focused steps at lr 2e-3 moved it to 13 %).
 TEXTURE_VISIBLE = 1.0
+# ... unless the dust erased that texture: an opaque particle is seen by its flatness even when
+# its mean is close to the scene's. realdust-dev's dim forest (scan01) holds such dust: luma std
+# 3-6 inside it against 15-30 around, 10-20 levels darker, labelled dust there (its rule is the
+# mean change alone); up to session 10 this rule made the same patches don't-care in training,
+# and every model found none of them. Erased: the core's luma std after compositing is at most
+# TEXTURE_ERASED x the local std of the scene, over a core of at least ERASED_MIN_PIXELS.
+TEXTURE_ERASED = 0.5
+ERASED_MIN_PIXELS = 8
 
 # --- counts (per full frame; scaled by the tile's share of the frame) ----------------
 SPECKS_PER_FRAME = (200, 2200)      # log-uniform; real film: 250-1,300 specks
@@ -453,8 +461,13 @@ class _Canvas:
         core = a >= 0.5
         if not core.any():
             return
-        change = np.abs(_luma(roi) - before)[core].mean()
-        hidden_below = 0.0 if texture is None else self.texture_visible * float(texture[core].mean())
+        after = _luma(roi)[core]
+        change = np.abs(after - before[core]).mean()
+        hidden_below = 0.0
+        if texture is not None:
+            local = float(texture[core].mean())
+            erased = after.size >= ERASED_MIN_PIXELS and float(after.std()) <= TEXTURE_ERASED * local
+            hidden_below = 0.0 if erased else self.texture_visible * local
         visible = change >= max(VISIBLE_MIN, hidden_below)
         target_map = self.cover if visible else self.faint
         np.maximum(target_map[sl], core.astype(np.float32), out=target_map[sl])
