@@ -126,7 +126,8 @@ def to_working(pixels: np.ndarray, wh: int, ww: int) -> np.ndarray:
     Shrinking by 2x or more on both sides, bilinear sampling found as much dust as the area
     average or more (0.4.1 on held-out synthetic frames, session 11: object recall 0.517 ->
     0.523 at 2.5x, 0.489 -> 0.501 at 3x, equal at 2x; precision within 0.3 points or better),
-    and takes a quarter of the time (a 36 MP scan to 2016 square: ~0.015 s, area ~0.06 s).
+    and takes a fraction of the time (a 36 MP scan to 2016 square: 0.006 s in the bench, area
+    0.05-0.09 s in earlier sessions).
     The network learned dust drawn at working scale, which a wide box average blurs. At 1.4x
     the area average kept 1.4 points more precision, so mild shrinks keep it. A halving
     before the area step (OpenCV's fast whole-number path) lost 2.4 points of recall at 2.5x.

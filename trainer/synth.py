@@ -46,8 +46,8 @@ TEXTURE_VISIBLE = 1.0
 # its mean is close to the scene's. realdust-dev's dim forest (scan01) holds such dust: luma std
 # 3-6 inside it against 15-30 around, 10-20 levels darker, labelled dust there (its rule is the
 # mean change alone); up to session 10 this rule made the same patches don't-care in training,
-# and every model found none of them. Erased: the core's luma std after compositing is at most
-# TEXTURE_ERASED x the local std of the scene, over a core of at least ERASED_MIN_PIXELS.
+# and every model found next to none of them. Erased: the core's luma std after compositing is
+# at most TEXTURE_ERASED x the local std of the scene, over a core of at least ERASED_MIN_PIXELS.
 TEXTURE_ERASED = 0.5
 ERASED_MIN_PIXELS = 8
 
