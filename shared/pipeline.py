@@ -128,9 +128,11 @@ def to_working(pixels: np.ndarray, wh: int, ww: int) -> np.ndarray:
     0.523 at 2.5x, 0.489 -> 0.501 at 3x, equal at 2x; precision within 0.3 points or better),
     and takes a fraction of the time (a 36 MP scan to 2016 square: 0.006 s in the bench, area
     0.05-0.09 s in earlier sessions).
-    The network learned dust drawn at working scale, which a wide box average blurs. At 1.4x
-    the area average kept 1.4 points more precision, so mild shrinks keep it. A halving
-    before the area step (OpenCV's fast whole-number path) lost 2.4 points of recall at 2.5x.
+    At 1.4x the area average kept 1.4 points more precision, so mild shrinks keep it. Why
+    bilinear wins from 2x is not settled (training tiles are area-averaged from native scale);
+    the frames' photos were upsampled to 6000-7200 px, so their finest texture is the film
+    grain, and a real scan with finer native detail may alias more (docs/performance.md).
+    A halving before the area step (OpenCV's fast whole-number path) lost 2.4 points of recall.
     """
     height, width = pixels.shape[:2]
     if (wh, ww) == (height, width):
