@@ -24,6 +24,7 @@ from shared import defaults
 from shared.cvat import Export, ExportError, describe_colours
 from shared.errors import DustspotError
 from shared.imageio import read_scan
+from shared.pipeline import to_working
 from shared.tiling import tile_starts
 
 WORKING_SIZE = 2016
@@ -126,7 +127,7 @@ def prepare(export_path: str, out_dir: str, images_dir: str | None = None, worki
                 continue                    # only checking the rest now: nothing will be kept
             scale = working_size / max(h, w)
             size = (max(1, round(w * scale)), max(1, round(h * scale)))
-            image = cv2.resize(scan.pixels, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+            image = to_working(scan.pixels, size[1], size[0])   # the image the pipeline infers on
             mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
             if image.ndim == 2:
                 image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
