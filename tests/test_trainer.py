@@ -157,16 +157,20 @@ def test_busy_scenes_get_their_share_of_the_pool(tmp_path, monkeypatch):
     read_background = synth.read_background
     monkeypatch.setattr(synth, "read_background", lambda path: reads.append(path) or read_background(path))
 
-    def chunk_photos(share, seed):
+    def chunk_photos(share, seed, texture=data.BUSY_TEXTURE, busy_scenes=("gravel",)):
         """Which photo each chunk was cut from (workers=1: all in this process)."""
         reads.clear()
-        folder = tmp_path / f"pool-{share}-{seed}"
+        folder = tmp_path / f"pool-{share}-{seed}-{texture}"
         data.build_pool(str(folder), [str(smooth), str(busy)], 96, 64, seed=seed, workers=1,
-                        busy_share=share)
-        assert data.pool_meta(str(folder))["busy_backgrounds"] == ["gravel"]
+                        busy_share=share, busy_texture=texture)
+        assert data.pool_meta(str(folder))["busy_backgrounds"] == list(busy_scenes)
+        assert data.pool_meta(str(folder))["busy_texture"] == texture
         return [os.path.basename(p) for p in reads[2:]]       # after one texture read of each
 
     assert chunk_photos(1.0, 0) == ["gravel.png"] * 4
+    # --busy-texture: a threshold above every photo leaves no busy set, so the draw is uniform
+    above_all = [p for seed in range(3) for p in chunk_photos(1.0, seed, texture=1000.0, busy_scenes=())]
+    assert 0 < above_all.count("gravel.png") < len(above_all)
     uniform = chunk_photos(0.0, 0) + chunk_photos(0.0, 1) + chunk_photos(0.0, 2)
     assert 0 < uniform.count("gravel.png") < len(uniform)
 

@@ -11,16 +11,11 @@ from multiprocessing import get_context
 
 import numpy as np
 
-from . import synth
+from . import settings, synth
 
 SAMPLES_PER_BACKGROUND = 24      # tiles cut from one decoded background (decode is the slow part)
 VALID_EVERY = 6                  # about one scene (photo) in VALID_EVERY goes to validation
-# Busy scenes (foliage, gravel: synth.scene_texture >= BUSY_TEXTURE) are where the networks
-# miss most: dustspot-unet 0.4.0 finds 10 % of synthetic dust on them against 66 % on smooth
-# ones, yet they are ~5 % of the photos. BUSY_SHARE of the training tile chunks are cut from
-# them, on top of their share of the uniform draw (validation pools: uniform only).
-BUSY_TEXTURE = 6.0
-BUSY_SHARE = 0.25
+BUSY_TEXTURE, BUSY_SHARE = settings.BUSY_TEXTURE, settings.BUSY_SHARE   # --busy-texture, --busy-share
 
 
 def split_backgrounds(paths, valid_every=VALID_EVERY):
@@ -78,7 +73,7 @@ def file_sha1(path):
 
 
 def build_pool(folder, backgrounds, count, size, seed, sprite_dir=None, workers=2, progress=None,
-               busy_share=BUSY_SHARE):
+               busy_share=BUSY_SHARE, busy_texture=BUSY_TEXTURE):
     """Generate `count` tiles into folder/{images,masks}.npy (reused when already complete)."""
     if not backgrounds:
         raise ValueError(f"{folder}: no background photos to cut tiles from")
@@ -89,7 +84,7 @@ def build_pool(folder, backgrounds, count, size, seed, sprite_dir=None, workers=
             "backgrounds_sha1": hashlib.sha1("\n".join(backgrounds).encode()).hexdigest(),
             # a pool made by another version of the generator is not reused
             "generator_sha1": file_sha1(synth.__file__),
-            "busy_texture": BUSY_TEXTURE, "busy_share": busy_share}
+            "busy_texture": busy_texture, "busy_share": busy_share}
     if os.path.exists(meta_path):
         stored = pool_meta(folder)
         stored.pop("busy_backgrounds", None)          # an outcome of the build, not an input
@@ -103,7 +98,7 @@ def build_pool(folder, backgrounds, count, size, seed, sprite_dir=None, workers=
         readable = [p for p, t in zip(backgrounds, textures) if t is not None]
         if not readable:
             raise ValueError(f"{folder}: none of the {len(backgrounds)} background photos decodes")
-        busy = [p for p, t in zip(backgrounds, textures) if t is not None and t >= BUSY_TEXTURE]
+        busy = [p for p, t in zip(backgrounds, textures) if t is not None and t >= busy_texture]
         jobs = [(folder, count, size, seed, c, readable, busy, busy_share, sprite_dir) for c in chunks]
         for n in pool.imap_unordered(_fill_chunk, jobs):
             progress and progress(n)

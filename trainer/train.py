@@ -185,7 +185,8 @@ def plot_metrics(run):
     return path
 
 
-def prepare_pools(run, backgrounds, sprite_dir, tile, pool, valid_pool, seed, workers, echo=print):
+def prepare_pools(run, backgrounds, sprite_dir, tile, pool, valid_pool, seed, workers, echo=print,
+                  busy_share=data.BUSY_SHARE, busy_texture=data.BUSY_TEXTURE):
     """Split backgrounds by scene and build (or reuse) the training and validation pools."""
     paths = synth.load_backgrounds(backgrounds)
     if data.count_scenes(paths) < 2:
@@ -193,11 +194,12 @@ def prepare_pools(run, backgrounds, sprite_dir, tile, pool, valid_pool, seed, wo
     train_bg, valid_bg = data.split_backgrounds(paths)
     from tqdm import tqdm
     pools = {}
-    for name, bgs, count, s, busy_share in (("valid", valid_bg, valid_pool, seed + 1, 0.0),
-                                            ("train", train_bg, pool, seed, data.BUSY_SHARE)):
+    for name, bgs, count, s, share in (("valid", valid_bg, valid_pool, seed + 1, 0.0),
+                                       ("train", train_bg, pool, seed, busy_share)):
         with tqdm(total=count, desc=f"synth {name}", file=sys.stderr) as bar:
             pools[name] = data.build_pool(os.path.join(run, f"pool-{name}"), bgs, count, tile, s,
-                                          sprite_dir, workers, bar.update, busy_share=busy_share)
+                                          sprite_dir, workers, bar.update, busy_share=share,
+                                          busy_texture=busy_texture)
     echo(f"backgrounds: {len(train_bg)} train, {len(valid_bg)} validation")
     return pools, train_bg, valid_bg
 
@@ -286,6 +288,8 @@ def _in_force(cfg):
             "--sprites": cfg.get("sprites"), "--init": cfg.get("init"), "--data": cfg.get("datasets", []),
             "--teacher": cfg.get("teacher"), "--real-fraction": cfg.get("real_fraction"),
             "--distill-weight": cfg.get("distill_weight"), "--freeze-init": bool(cfg.get("freeze_init")),
+            "--busy-share": cfg.get("busy_share", data.BUSY_SHARE),
+            "--busy-texture": cfg.get("busy_texture", data.BUSY_TEXTURE),
             "BACKGROUNDS": cfg.get("backgrounds")}
 
 
@@ -322,7 +326,8 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
           threads=THREADS, workers=WORKERS, seed=SEED, device="auto", amp=None, resume=False,
           checkpoint_minutes=CHECKPOINT_MINUTES, eval_minutes=EVAL_MINUTES, command=None,
           echo=print, datasets=(), real_fraction=REAL_FRACTION, init=None, stop_minutes=None,
-          teacher=None, distill_weight=DISTILL_WEIGHT, freeze_init=False, given=None, warn=None):
+          teacher=None, distill_weight=DISTILL_WEIGHT, freeze_init=False, given=None, warn=None,
+          busy_share=data.BUSY_SHARE, busy_texture=data.BUSY_TEXTURE):
     """Train (or with resume, continue) the run in folder `run`. Everything that can be checked
     without building the tile pools (the run folder, the checkpoint or --init and the network
     they hold, --teacher, --batch against --pool) is checked first; a TrainError says what and why.
@@ -392,7 +397,8 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
                "working_size": synth.WORKING_SIZE, "command": command,
                "datasets": [os.path.abspath(d) for d in datasets], "real_fraction": real_fraction,
                "init": init, "freeze_init": bool(init and freeze_init),
-               "teacher": teacher, "distill_weight": distill_weight if teacher else None}
+               "teacher": teacher, "distill_weight": distill_weight if teacher else None,
+               "busy_share": busy_share, "busy_texture": busy_texture}
         if teacher:
             cfg["loss"] += f" + {distill_weight:g}*BCE(teacher probability)"
 
@@ -449,13 +455,16 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
         os.remove(os.path.join(run, "metrics.jsonl"))      # an unfinished run's, without a checkpoint
         echo(f"{run}: metrics.jsonl of an earlier run that left no checkpoint started afresh")
     pools, train_bg, valid_bg = prepare_pools(run, cfg["backgrounds"], cfg["sprites"], cfg["tile"],
-                                              cfg["pool"], cfg["valid_pool"], cfg["seed"], workers, echo)
+                                              cfg["pool"], cfg["valid_pool"], cfg["seed"], workers, echo,
+                                              cfg.get("busy_share", data.BUSY_SHARE),
+                                              cfg.get("busy_texture", data.BUSY_TEXTURE))
     if state is None:
         cfg["data"] = {"generator": "trainer.synth.make_sample",
                        "generator_sha1": data.file_sha1(synth.__file__),
                        "train_backgrounds": len(train_bg), "valid_backgrounds": len(valid_bg),
                        "valid_scenes": sorted({synth.scene_name(p) for p in valid_bg}),
-                       "busy_share": data.BUSY_SHARE,
+                       "busy_share": cfg.get("busy_share", data.BUSY_SHARE),
+                       "busy_texture": cfg.get("busy_texture", data.BUSY_TEXTURE),
                        "busy_train_scenes": data.pool_meta(os.path.join(run, "pool-train"))
                        .get("busy_backgrounds", []),
                        "train": data.describe_pool(pools["train"][1]),

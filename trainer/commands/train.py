@@ -53,10 +53,14 @@ def _command_line(name):
               help="distil: also learn this network's probabilities (trained weights .pt of any architecture, or an exported model's IR .xml, run in OpenVINO)")
 @click.option("--distill-weight", default=settings.DISTILL_WEIGHT, show_default=True,
               help="weight of the BCE against the teacher's probabilities")
+@click.option("--busy-share", default=settings.BUSY_SHARE, show_default=True, type=click.FloatRange(0, 1),
+              help="share of training tile chunks cut from busy photos (on top of their uniform share)")
+@click.option("--busy-texture", default=settings.BUSY_TEXTURE, show_default=True, type=click.FloatRange(0),
+              help="how busy a photo must be to count as busy (trainer.synth.scene_texture)")
 def train(backgrounds, run_dir, sprites, tile, batch, steps, minutes, lr, arch, encoder,
           decoder_channels, pool, valid_pool, threads, workers, seed, device, amp, resume,
           checkpoint_minutes, eval_minutes, datasets, init, stop_minutes, real_fraction, teacher,
-          distill_weight, freeze_init):
+          distill_weight, freeze_init, busy_share, busy_texture):
     """Train on synthetic dust composited onto BACKGROUNDS (image files or folders).
 
     With --resume the run goes on as it was configured: flags given that differ from its
@@ -77,7 +81,8 @@ def train(backgrounds, run_dir, sprites, tile, batch, steps, minutes, lr, arch, 
         values = {"tile": tile, "batch": batch, "lr": lr, "arch": arch, "encoder": encoder,
                   "decoder_channels": decoder, "pool": pool, "valid_pool": valid_pool, "seed": seed,
                   "sprites": sprites, "init": init, "datasets": list(datasets), "teacher": teacher,
-                  "real_fraction": real_fraction, "distill_weight": distill_weight, "freeze_init": freeze_init}
+                  "real_fraction": real_fraction, "distill_weight": distill_weight, "freeze_init": freeze_init,
+                  "busy_share": busy_share, "busy_texture": busy_texture}
         for param in ctx.command.params:
             if param.name in values and ctx.get_parameter_source(param.name) in (
                     click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT):
@@ -89,7 +94,7 @@ def train(backgrounds, run_dir, sprites, tile, batch, steps, minutes, lr, arch, 
                        checkpoint_minutes, eval_minutes, command=_command_line("train"),
                        echo=click.echo, datasets=datasets, real_fraction=real_fraction,
                        init=init, stop_minutes=stop_minutes, teacher=teacher, distill_weight=distill_weight,
-                       freeze_init=freeze_init, given=given, warn=lambda message: click.echo(message, err=True))
+                       freeze_init=freeze_init, busy_share=busy_share, busy_texture=busy_texture, given=given, warn=lambda message: click.echo(message, err=True))
     except DustspotError as exc:
         raise click.ClickException(str(exc)) from None
 
