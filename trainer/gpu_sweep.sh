@@ -31,7 +31,12 @@ export PYTHONPATH=${PYTHONPATH:-$PWD}
 START=$(date +%s)
 read -r -a BG <<< "$BACKGROUNDS"
 BG+=("$SKIMAGE")
-COMMON=(--sprites "$SPRITES" --size 256 --batch "$BATCH" --pool "$POOL" --valid-pool 512 --seed "$SEED")
+# BUSY_SHARE / BUSY_TEXTURE (optional): `dustspot train --busy-share/--busy-texture`, for the
+# shared pool and every candidate alike (a candidate whose flags differ would rebuild the pool)
+BUSY_SHARE=${BUSY_SHARE:-$(python3 -c 'from trainer import settings; print(settings.BUSY_SHARE)')}
+BUSY_TEXTURE=${BUSY_TEXTURE:-$(python3 -c 'from trainer import settings; print(settings.BUSY_TEXTURE)')}
+COMMON=(--sprites "$SPRITES" --size 256 --batch "$BATCH" --pool "$POOL" --valid-pool 512 --seed "$SEED"
+        --busy-share "$BUSY_SHARE" --busy-texture "$BUSY_TEXTURE")
 
 # 1. the shared pool, with every core (a run folder of its own, so no candidate owns it)
 mkdir -p "$SWEEP/pool"
@@ -39,11 +44,12 @@ mkdir -p "$SWEEP/pool"
 python3 -c '
 import sys, time
 from trainer import train
-run, sprites, pool, seed, workers, *bgs = sys.argv[1:]
+run, sprites, pool, seed, workers, busy_share, busy_texture, *bgs = sys.argv[1:]
 t = time.time()
-train.prepare_pools(run, bgs, sprites, 256, int(pool), 512, int(seed), int(workers))
+train.prepare_pools(run, bgs, sprites, 256, int(pool), 512, int(seed), int(workers),
+                    busy_share=float(busy_share), busy_texture=float(busy_texture))
 print(f"pool: {pool} tiles in {time.time() - t:.0f} s", flush=True)
-' "$SWEEP/pool" "$SPRITES" "$POOL" "$SEED" "$WORKERS" "${BG[@]}"
+' "$SWEEP/pool" "$SPRITES" "$POOL" "$SEED" "$WORKERS" "$BUSY_SHARE" "$BUSY_TEXTURE" "${BG[@]}"
 
 # 2. the candidates, concurrently, for the time that is left
 LEFT=$(( DEADLINE_S - ($(date +%s) - START) - RESERVE_S ))
