@@ -149,8 +149,9 @@ def test_train_again_refuses_a_used_run_resume_warns_and_minutes_extend(tmp_path
 
     # a run limited by --steps 1, extended by --minutes alone; flags that differ are named, not applied
     res = cli("train", backgrounds, "--run", run_dir, "--resume", "--minutes", "0.03", *TINY, "--batch", "4",
-              "--lr", "0.01")
+              "--lr", "0.01", "--busy-share", "0.9")
     assert res.returncode == 0, res.stderr[-3000:]
+    assert "--busy-share 0.9 is ignored; in force: --busy-share 0.25" in res.stderr   # the pool stays
     assert "--batch 4 is ignored; in force: --batch 2" in res.stderr
     assert "--lr 0.01 is ignored; in force: --lr 0.002" in res.stderr
     assert "--size" not in res.stderr                                  # given, and the same as the run's
