@@ -7,7 +7,7 @@ scan01 is plasma-workspace-wallpapers' Path (2560x1600, columns 115-2444, upscal
 layer's opacity per pixel (the scan darkens each pixel towards a tone of ~24: in the dust cores
 scan = 0.26 x photo + 17.8, least squares, session 12), composites the same layer, the same way,
 onto each PHOTO (scaled to scan01's size, grain of std 5 added) and onto flat mid-grey, runs the
-default pipeline and prints, per photo, its texture (mean |luma - 2 px blur|) and the share of
+default pipeline and prints, per photo, its texture (`synth.high_pass`) and the share of
 visible objects (luma change >= 10, realdust-dev's rule) whose peak probability reaches the spot
 threshold.  A diagnosis tool: it reads realdust-dev's image and truth, never trains on them.
 
@@ -24,7 +24,7 @@ from scipy import ndimage
 
 from shared.pipeline import SegmentOptions, open_session, segment
 
-from .synth import load_backgrounds, read_background
+from .synth import high_pass, load_backgrounds, read_background
 
 REALDUST = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "realdust-dev")
 PATH_CROP = (slice(0, 1600), slice(115, 2445))   # where scan01 sits in Path's 2560x1600
@@ -79,8 +79,7 @@ def main(argv=None):
         if img is None:
             continue
         photo = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32)
-        luma = photo.mean(axis=2)
-        texture = float(np.abs(luma - cv2.GaussianBlur(luma, (0, 0), 2)).mean())
+        texture = high_pass(photo)
         rows.append((os.path.relpath(path, os.path.commonpath(args.photos) if len(args.photos) > 1
                                      else os.path.dirname(args.photos[0])), texture,
                      *found_share(photo, alpha, labels, n, session, rng)))
