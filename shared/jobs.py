@@ -6,12 +6,12 @@ are derived from batch and source, so enqueueing the same batch again finds the 
 it already made instead of duplicating them.
 """
 import hashlib
-import math
 import re
 from dataclasses import asdict, dataclass, field, fields
 
 from . import defaults
 from .errors import DustspotError
+from .option_rules import OptionError, check_option_values
 from .storage import printable, safe_relative
 
 QUEUE = "dustspot"
@@ -20,55 +20,16 @@ _BATCH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 # Pipeline options a job may set (SegmentOptions fields); anything else is refused.
 JOB_OPTIONS = ("mode", "working_size", "tile", "overlap", "threshold", "spot_threshold", "min_area", "overlay", "prob", "inpaint",
                "max_pixels")
-MODES = defaults.MODES
-# Upper bounds for what a job may ask for: a working image (N x N at most) within the default
-# pixel limit, tiles no larger than a few thousand pixels (memory grows with their square).
-MAX_WORKING_SIZE = defaults.MAX_WORKING_SIZE
-MAX_TILE = defaults.MAX_TILE
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def check_options(options) -> dict:
     """Types and ranges of a job's pipeline options; PayloadError naming the first bad one."""
     if not isinstance(options, dict) or set(options) - set(JOB_OPTIONS):
         raise PayloadError(f"payload options may only set {', '.join(JOB_OPTIONS)}")
-
-    def bad(name, what):
-        return PayloadError(f"job option {name}={printable(repr(options[name]))}: must be {what}")
-
-    def whole(name, low, high):
-        value = options.get(name)
-        if value is not None and not (_is_int(value) and low <= value <= high):
-            raise bad(name, f"a whole number from {low} to {high}")
-
-    def fraction(name, low_open):
-        value = options.get(name)
-        if value is not None and not (_is_number(value) and (0 < value <= 1 if low_open else 0 <= value <= 1)):
-            raise bad(name, "a number in (0, 1]" if low_open else "a number in [0, 1]")
-
-    mode = options.get("mode")
-    if mode is not None and mode not in MODES:
-        raise bad("mode", f"one of {', '.join(MODES)}")
-    whole("working_size", 32, MAX_WORKING_SIZE)
-    whole("tile", 32, MAX_TILE)
-    whole("overlap", 0, MAX_TILE - 1)
-    whole("min_area", 1, defaults.MAX_PIXELS)
-    whole("max_pixels", 1, 2 ** 62)
-    fraction("threshold", True)
-    fraction("spot_threshold", False)
-    for name in ("overlay", "prob", "inpaint"):
-        if name in options and not isinstance(options[name], bool):
-            raise bad(name, "true or false")
-    tile, overlap = options.get("tile"), options.get("overlap")
-    if tile is not None and overlap is not None and overlap >= tile:
-        raise bad("overlap", f"smaller than the tile ({tile})")
+    try:
+        check_option_values(options)
+    except OptionError as exc:
+        raise PayloadError(f"job option {exc.name}={printable(repr(exc.value))}: must be {exc.what}") from None
     check_working_size(options.get("mode"), options.get("working_size"),
                        options.get("max_pixels") or defaults.MAX_PIXELS)
     return options

@@ -22,6 +22,7 @@ from .engine import EngineSettings, OpenVINOEngine
 from .errors import DustspotError, ProcessingError
 from .imageio import read_scan
 from .inpaint import heal
+from .option_rules import check_option_values
 from .outputs import (
     OUTPUT_SUFFIXES,
     SUFFIX_REPORT,
@@ -33,8 +34,6 @@ from .registry import resolve
 from .spots import find_spots, threshold_mask
 from .storage import locate, open_storage, output_stem, printable, read_limit
 from .tiling import TileGrid
-
-MODES = defaults.MODES
 
 
 @dataclass
@@ -70,16 +69,7 @@ class SegmentOptions:
             min_area=pick(self.min_area, "min_area", defaults.MIN_SPOT_AREA))
         # kept as given (not raised to the threshold) so that rethreshold can reapply it
         out.spot_threshold = pick(self.spot_threshold, "spot_threshold", 0.0)
-        if out.mode not in MODES:
-            raise DustspotError(f"unknown mode {out.mode!r} (use one of {', '.join(MODES)})")
-        if not 0.0 < out.threshold <= 1.0:
-            raise DustspotError(f"threshold {out.threshold} must be in (0, 1]")
-        if not isinstance(out.spot_threshold, (int, float)) or not 0.0 <= out.spot_threshold <= 1.0:
-            raise DustspotError(f"spot threshold {out.spot_threshold!r} must be in [0, 1]")
-        if not isinstance(out.min_area, int) or out.min_area < 1:
-            raise DustspotError(f"min area {out.min_area!r} must be a whole number >= 1")
-        if not 0 <= out.overlap < out.tile:
-            raise DustspotError(f"overlap {out.overlap} must be smaller than the tile ({out.tile})")
+        check_option_values(asdict(out))     # the rules a job's options obey (option_rules.py)
         return out
 
 

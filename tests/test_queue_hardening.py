@@ -159,6 +159,26 @@ def test_job_options_are_checked_and_cannot_raise_the_worker_limit(tmp_path, env
     assert res.returncode != 0 and "--size" in res.stderr
 
 
+def test_jobs_and_the_pipeline_refuse_the_same_option_values():
+    # one rule set (shared/option_rules.py): what a job may not ask for, a flag or a model's
+    # recommendation may not set either
+    from shared.jobs import JobPayload, PayloadError
+    from shared.option_rules import OptionError
+    from shared.pipeline import SegmentOptions
+    base = {"source": "/x/a.png", "dest": "/y", "name": "a.png", "batch": "b"}
+    for options in ({"threshold": 0}, {"spot_threshold": 1.5}, {"min_area": 0}, {"tile": 16},
+                    {"tile": 64, "overlap": 64}, {"mode": "huge"}, {"working_size": 10 ** 6}):
+        (named,) = [k for k in options if k != "tile"] or ["tile"]
+        with pytest.raises(PayloadError, match=f"job option {named}="):
+            JobPayload.from_dict({**base, "options": options})
+        with pytest.raises(OptionError, match=f"option {named}=") as refused:
+            SegmentOptions(**options).resolved()
+        assert refused.value.name == named
+    with pytest.raises(OptionError, match="option threshold=1.5"):
+        SegmentOptions().resolved({"recommended": {"threshold": 1.5}})
+    assert SegmentOptions(tile=64, overlap=0, threshold=1).resolved({"recommended": {"min_area": 3}}).min_area == 3
+
+
 def test_relative_roots_become_absolute_and_name_one_batch(tmp_path, redis, monkeypatch):
     from producer.enqueue import enqueue
     from shared.jobs import JobPayload

@@ -4,7 +4,7 @@ import time
 import click
 
 from shared.commands.options import build_options
-from shared.jobs import MAX_TILE, MAX_WORKING_SIZE
+from shared.defaults import MAX_TILE, MAX_WORKING_SIZE
 
 
 @click.command("enqueue")
