@@ -37,7 +37,7 @@ def main():
               f"({args.scans / real_s:.0f} jobs/s), re-enqueue (all in flight) {again_s:.2f} s")
     finally:
         queue("bench", redis).empty()
-        for suffix in ("", "jobs", "pending", "spots", "failures"):
+        for suffix in ("", "jobs", "pending", "spots", "failures", "last"):
             redis.delete(batches.key(batch, suffix))
         redis.srem(batches.ALL_BATCHES, batch)
     return dry

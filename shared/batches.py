@@ -6,8 +6,9 @@
     dustspot:batch:<id>:pending       set of job ids not finished or failed yet
     dustspot:batch:<id>:spots         hash: relative name -> spot count (finished scans)
     dustspot:batch:<id>:failures      hash: relative name -> reason (failed scans)
+    dustspot:batch:<id>:last          the job id that emptied `pending`
 
-Workers update the last three as jobs end; the worker that empties `pending` writes the
+Workers update the last four as jobs end; the worker that empties `pending` writes the
 batch summary to the destination. Status is read from rq's job hashes in one pipeline.
 """
 import datetime
@@ -36,8 +37,23 @@ def register(redis, batch: str, info: dict, job_ids: list, new_job_ids: list) ->
     redis.hset(key(batch), "total", redis.scard(key(batch, "jobs")))
 
 
+# SREM + SCARD + remember who emptied the set, atomically. Answering "was it me?" from the
+# `last` key, not from SREM's count, keeps the answer when a retry follows a lost reply (the
+# first try already removed the job): the batch summary is still written, and only once.
+_END_SCRIPT = """
+local removed = redis.call('SREM', KEYS[1], ARGV[1])
+local remaining = redis.call('SCARD', KEYS[1])
+if remaining > 0 then return 0 end
+if removed == 1 then redis.call('SET', KEYS[2], ARGV[1]) return 1 end
+if redis.call('GET', KEYS[2]) == ARGV[1] then return 1 end
+return 0
+"""
+
+
 def job_ended(redis, batch: str, job_id: str, name: str, spots: int | None, error: str | None) -> bool:
-    """Record one scan's outcome; True when it was the batch's last pending scan."""
+    """Record one scan's outcome; True when it was the batch's last pending scan.
+
+    Safe to repeat (a retry after a lost reply): it answers the same."""
     from .storage import printable
     name = printable(name)
     pipe = redis.pipeline()
@@ -46,10 +62,8 @@ def job_ended(redis, batch: str, job_id: str, name: str, spots: int | None, erro
         pipe.hdel(key(batch, "failures"), name)
     else:
         pipe.hset(key(batch, "failures"), name, printable(error))
-    pipe.srem(key(batch, "pending"), job_id)
-    pipe.scard(key(batch, "pending"))
-    removed, remaining = pipe.execute()[-2:]
-    return bool(removed) and remaining == 0
+    pipe.eval(_END_SCRIPT, 2, key(batch, "pending"), key(batch, "last"), job_id)
+    return bool(pipe.execute()[-1])
 
 
 def job_statuses(redis, batch: str) -> dict:

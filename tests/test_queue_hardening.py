@@ -179,6 +179,19 @@ def test_jobs_and_the_pipeline_refuse_the_same_option_values():
     assert SegmentOptions(tile=64, overlap=0, threshold=1).resolved({"recommended": {"min_area": 3}}).min_area == 3
 
 
+def test_the_last_job_is_known_again_when_its_first_reply_was_lost(redis):
+    # a worker retries job_ended after a connection error; the first try may have reached the
+    # server (pending already emptied): the retry must still answer "last", or no summary is written
+    from shared import batches
+    batches.register(redis, "lost", {"dest": "/nowhere"}, ["j1", "j2"], ["j1", "j2"])
+    assert batches.job_ended(redis, "lost", "j1", "a.png", 3, None) is False
+    assert batches.job_ended(redis, "lost", "j1", "a.png", 3, None) is False     # a repeat of a non-last job
+    assert batches.job_ended(redis, "lost", "j2", "b.png", None, "corrupt") is True
+    assert batches.job_ended(redis, "lost", "j2", "b.png", None, "corrupt") is True  # the retry
+    assert batches.job_ended(redis, "lost", "j1", "a.png", 3, None) is False     # j1 never emptied it
+    assert batches.summary(redis, "lost")["counts"] == {"total": 2, "finished": 1, "failed": 1, "pending": 0}
+
+
 def test_relative_roots_become_absolute_and_name_one_batch(tmp_path, redis, monkeypatch):
     from producer.enqueue import enqueue
     from shared.jobs import JobPayload
