@@ -62,6 +62,7 @@ def job_ended(redis, batch: str, job_id: str, name: str, spots: int | None, erro
         pipe.hdel(key(batch, "failures"), name)
     else:
         pipe.hset(key(batch, "failures"), name, printable(error))
+        pipe.hdel(key(batch, "spots"), name)       # a re-run that failed is not also finished
     pipe.eval(_END_SCRIPT, 2, key(batch, "pending"), key(batch, "last"), job_id)
     return bool(pipe.execute()[-1])
 
@@ -118,9 +119,10 @@ def summary(redis, batch: str) -> dict:
 
 
 def write_summary(redis, batch: str) -> str:
-    from .storage import open_storage
+    from .storage import allowed_roots, check_allowed, open_storage
     report = summary(redis, batch)
     dest = open_storage(report["dest"])
+    check_allowed(dest.uri(SUMMARY_NAME.format(batch)), allowed_roots())   # as the scans' outputs
     return dest.write(SUMMARY_NAME.format(batch), json.dumps(report, indent=1).encode())
 
 

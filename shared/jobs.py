@@ -6,6 +6,7 @@ are derived from batch and source, so enqueueing the same batch again finds the 
 it already made instead of duplicating them.
 """
 import hashlib
+import os
 import re
 from dataclasses import asdict, dataclass, field, fields
 
@@ -51,8 +52,17 @@ class PayloadError(DustspotError):
     """A job payload that is not what a dustspot producer writes."""
 
 
+def check_root(field_name: str, uri: str) -> str:
+    """A payload's source or dest: an s3:// URI or an absolute local path, as the producer
+    writes them. A relative or empty one would resolve against the worker's own folder."""
+    path = uri.removeprefix("file://")
+    if not (uri.startswith("s3://") or os.path.isabs(path)) or "\x00" in uri:
+        raise PayloadError(f"payload field {field_name}={printable(repr(uri))}: must be an s3:// URI or an absolute path")
+    return uri
+
+
 def check_batch_name(batch: str) -> str:
-    if not _BATCH.match(batch or ""):
+    if not _BATCH.fullmatch(batch or ""):
         raise PayloadError(f"invalid batch name {batch!r}: 1-64 letters, digits, '_' or '-'")
     return batch
 
@@ -96,6 +106,8 @@ class JobPayload:
                 raise PayloadError(f"payload field {name} must be a string")
         if payload.model is not None and not isinstance(payload.model, str):
             raise PayloadError("payload field model must be a string")
+        for name in ("source", "dest"):
+            check_root(name, getattr(payload, name))
         check_options(payload.options)
         safe_relative(payload.name)
         check_batch_name(payload.batch)

@@ -56,6 +56,8 @@ def check_option_values(values: dict) -> dict:
         if value is not None and rule is not None and not rule[0](value):
             raise OptionError(name, value, rule[1])
     tile, overlap = values.get("tile"), values.get("overlap")
-    if tile is not None and overlap is not None and overlap >= tile:
-        raise OptionError("overlap", overlap, f"smaller than the tile ({tile})")
+    # at most half the tile: each pixel is inferred at most 4 times. A larger overlap on a
+    # small tile makes millions of tiles of one working image (a worker's memory and hours).
+    if tile is not None and overlap is not None and overlap > tile // 2:
+        raise OptionError("overlap", overlap, f"at most half the tile ({tile // 2})")
     return values

@@ -60,7 +60,7 @@ def sha256_of(path: str) -> str:
 
 
 def _check_name(kind: str, value: str) -> str:
-    if not _NAME.match(value or ""):
+    if not _NAME.fullmatch(value or ""):
         raise ModelError(f"invalid model {kind} {value!r}: use letters, digits, '.', '_', '-'")
     return value
 
@@ -192,7 +192,7 @@ def resolve(ref: str | None = None, root: str | None = None, verify: bool = True
             return _load_folder(os.path.dirname(os.path.abspath(ref)), verify)
         if os.path.isdir(ref):
             return _load_folder(os.path.abspath(ref), verify)
-        if not _NAME.match(ref.partition(":")[0]):
+        if not _NAME.fullmatch(ref.partition(":")[0]):
             raise ModelError(f"invalid model name {ref!r}, and no such model folder or model.xml either")
     name, _, version = ref.partition(":")
     _check_name("name", name)
@@ -234,8 +234,8 @@ def list_models(root: str | None = None, skipped: list | None = None) -> list[di
     except StorageError as exc:
         raise ModelError(f"cannot list registry {root}: {exc}") from None
     versions = sorted(tuple(k.split("/")[:2]) for k in keys
-                      if k.count("/") == 2 and k.endswith("/manifest.json") and _NAME.match(k.split("/")[0])
-                      and _NAME.match(k.split("/")[1]) and not k.split("/")[1].endswith(".partial"))
+                      if k.count("/") == 2 and k.endswith("/manifest.json") and _NAME.fullmatch(k.split("/")[0])
+                      and _NAME.fullmatch(k.split("/")[1]) and not k.split("/")[1].endswith(".partial"))
     rows, latest = [], {}
     for name, version in versions:
         if name not in latest:

@@ -88,11 +88,16 @@ def test_hostile_and_broken_scans_in_one_batch(tmp_path, redis_url, registry_roo
     foreign = JobPayload(source=str(src / "good1.jpg"), dest=str(dst), name="foreign-model.jpg",
                          batch=batch, model=model_dir)
     queue("dustspot", redis).enqueue("worker.job.segment_job", foreign.to_dict(), job_id="planted-model")
+    # A planted job with an empty destination: the worker's own folder would be the root, and
+    # a name spelling out an allowed path would pass a check of dest + "/" + name.
+    rootless = JobPayload(source=str(src / "good1.jpg"), dest="", name=str(allowed / "rootless.jpg").lstrip("/"),
+                          batch=batch)
+    queue("dustspot", redis).enqueue("worker.job.segment_job", rootless.to_dict(), job_id="planted-rootless")
     kinds_count = len(kinds) + 1
     assert kinds_count >= 20
 
     proc = subprocess.run([sys.executable, "-m", "shared.cli", "worker", "--burst", "--threads", "1", *FLAGS],
-                          capture_output=True, text=True, env=env, timeout=600)
+                          capture_output=True, text=True, env=env, timeout=600, cwd=outside)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((dst / f"dustspot-batch-{batch}.json").read_text())
     for name, (outcome, detail) in kinds.items():
@@ -113,6 +118,9 @@ def test_hostile_and_broken_scans_in_one_batch(tmp_path, redis_url, registry_roo
     planted = Job.fetch("planted-model", connection=redis, serializer=serializer())
     assert planted.get_status() == "failed" and "outside the allowed roots" in planted.meta["error"]
     assert model_dir in planted.meta["error"] and not (dst / "foreign-model.mask.png").exists()
+    planted = Job.fetch("planted-rootless", connection=redis, serializer=serializer())
+    assert planted.get_status() == "failed" and "must be an s3:// URI or an absolute path" in planted.meta["error"]
+    assert not [p for p in outside.rglob("*rootless*")]
 
 
 def _read_mask(path):

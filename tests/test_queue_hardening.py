@@ -167,7 +167,7 @@ def test_jobs_and_the_pipeline_refuse_the_same_option_values():
     from shared.pipeline import SegmentOptions
     base = {"source": "/x/a.png", "dest": "/y", "name": "a.png", "batch": "b"}
     for options in ({"threshold": 0}, {"spot_threshold": 1.5}, {"min_area": 0}, {"tile": 16},
-                    {"tile": 64, "overlap": 64}, {"mode": "huge"}, {"working_size": 10 ** 6}):
+                    {"tile": 64, "overlap": 64}, {"tile": 64, "overlap": 40}, {"mode": "huge"}, {"working_size": 10 ** 6}):
         (named,) = [k for k in options if k != "tile"] or ["tile"]
         with pytest.raises(PayloadError, match=f"job option {named}="):
             JobPayload.from_dict({**base, "options": options})
@@ -190,6 +190,41 @@ def test_the_last_job_is_known_again_when_its_first_reply_was_lost(redis):
     assert batches.job_ended(redis, "lost", "j2", "b.png", None, "corrupt") is True  # the retry
     assert batches.job_ended(redis, "lost", "j1", "a.png", 3, None) is False     # j1 never emptied it
     assert batches.summary(redis, "lost")["counts"] == {"total": 2, "finished": 1, "failed": 1, "pending": 0}
+
+
+def test_a_summary_that_cannot_be_written_leaves_the_scan_done(tmp_path, env, redis):
+    # the summary belongs to the batch: failing to write it must not fail (and count twice)
+    # the scan whose outputs are written
+    from shared import batches
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    write(src / "a.png", textured(60, 60))
+    (dst / "dustspot-batch-nosummary.json").mkdir(parents=True)     # a folder where the summary goes
+    cli(["enqueue", str(src), "--out", str(dst), "--batch", "nosummary"], env)
+    log = burst_worker(env)
+    assert "summary not written" in log and "dustspot-batch-nosummary.json" in log
+    assert (dst / "a.mask.png").exists()
+    assert batches.counts(redis, "nosummary")["finished"] == 1
+    assert batches.summary(redis, "nosummary")["counts"] == {"total": 1, "finished": 1, "failed": 0, "pending": 0}
+
+
+def test_the_summary_stays_inside_the_allowed_roots(tmp_path, redis, monkeypatch):
+    from shared import batches
+    from shared.errors import PathError
+    monkeypatch.setenv("DUSTSPOT_ALLOWED_ROOTS", str(tmp_path / "allowed"))
+    batches.register(redis, "elsewhere", {"dest": str(tmp_path / "outside")}, ["j"], ["j"])
+    with pytest.raises(PathError, match="outside the allowed roots"):
+        batches.write_summary(redis, "elsewhere")
+    assert not (tmp_path / "outside").exists()
+
+
+def test_a_failed_rerun_is_not_also_counted_finished(redis):
+    from shared import batches
+    batches.register(redis, "rerun2", {"dest": "/nowhere"}, ["j"], ["j"])
+    assert batches.job_ended(redis, "rerun2", "j", "a.png", 4, None)
+    redis.sadd(batches.key("rerun2", "pending"), "j")                  # --force re-enqueues it
+    assert batches.job_ended(redis, "rerun2", "j", "a.png", None, "truncated JPEG")
+    assert batches.summary(redis, "rerun2")["counts"] == {"total": 1, "finished": 0, "failed": 1, "pending": 0}
 
 
 def test_relative_roots_become_absolute_and_name_one_batch(tmp_path, redis, monkeypatch):

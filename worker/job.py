@@ -12,7 +12,13 @@ from shared import batches, registry
 from shared.errors import DustspotError, TransientStorageError
 from shared.jobs import JobPayload, check_batch_name
 from shared.pipeline import process_scan
-from shared.storage import allowed_roots, check_allowed, output_stem, printable
+from shared.storage import (
+    allowed_roots,
+    check_allowed,
+    open_storage,
+    output_stem,
+    printable,
+)
 
 from . import sessions
 
@@ -45,7 +51,8 @@ def _segment(payload: dict) -> dict:
     job = JobPayload.from_dict(payload)
     roots = allowed_roots()
     check_allowed(job.source, roots)
-    check_allowed(job.dest.rstrip("/") + "/" + output_stem(job.name), roots)
+    # the outputs' own location, built as the storage builds it
+    check_allowed(open_storage(job.dest).uri(output_stem(job.name)), roots)
     if job.model and registry.is_path(job.model):   # a model folder of its own, not the registry's
         check_allowed(job.model if job.model.startswith("s3://") else os.path.abspath(job.model), roots)
     if sessions.CACHE is None:
@@ -74,8 +81,27 @@ def _record_success(job: JobPayload, spots: int):
         return
     if _until_redis_answers(lambda: batches.job_ended(current.connection, job.batch, current.id,
                                                       job.name, spots, None), job.name):
-        path = batches.write_summary(current.connection, job.batch)
-        log.info("batch %s complete: summary %s", job.batch, path)
+        _write_summary(current.connection, job.batch)
+
+
+def _write_summary(redis, batch: str) -> None:
+    """The batch summary, retried like a scan's outputs. It is the batch's, not the scan's: a
+    summary that cannot be written is logged and leaves the scan done (its outputs are), and
+    `dustspot status` still shows the batch's counts and failures."""
+    for attempt, delay in enumerate((*RETRY_DELAYS, None)):
+        try:
+            path = batches.write_summary(redis, batch)
+            log.info("batch %s complete: summary %s", batch, path)
+            return
+        except TransientStorageError as exc:
+            if delay is None:
+                log.error("batch %s: summary not written: %s", batch, exc)
+                return
+            log.warning("batch %s: summary: %s; retry %d in %d s", batch, exc, attempt + 1, delay)
+            time.sleep(delay)
+        except Exception as exc:  # noqa: BLE001 (unwritable destination, Redis gone, outside the roots)
+            log.error("batch %s: summary not written: %s", batch, printable(str(exc) or type(exc).__name__))
+            return
 
 
 def _until_redis_answers(action, what: str):
@@ -120,7 +146,7 @@ def record_failure(job, exc_type, exc_value, traceback) -> bool:
         raw = job.args[0] if job.args and isinstance(job.args[0], dict) else {}
         batch, name = raw.get("batch"), str(raw.get("name") or job.id)
         if batch and batches.job_ended(job.connection, check_batch_name(batch), job.id, name, None, reason):
-            batches.write_summary(job.connection, batch)
+            _write_summary(job.connection, batch)
     except Exception:                 # bookkeeping must never take the worker down
         log.exception("could not record the failure of job %s", job.id)
     return True
