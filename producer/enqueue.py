@@ -72,8 +72,9 @@ def find_source(source_root: str) -> tuple[str, list[str]]:
     return source_root, keys
 
 
-def done_stems(dest_root: str, stems=None) -> set[str]:
-    """Stems whose outputs are complete: mask present and a report (written last) saying "ok".
+def done_stems(dest_root: str, stems=None) -> dict[str, str | None]:
+    """Stems whose outputs are complete (mask present and a report, written last, saying "ok"),
+    each with the input its report names (None in a report without one).
 
     `stems`: only these are checked (the scans being enqueued), None: all.
     """
@@ -90,16 +91,18 @@ def done_stems(dest_root: str, stems=None) -> set[str]:
         stems = set(stems)
         candidates = [c for c in candidates if c in stems]
 
-    def ok(stem):
+    def made_from(stem):
+        """(done, input) from the stem's report."""
         try:
-            return json.loads(dest.read(stem + SUFFIX_REPORT)).get("status") == "ok"
+            report = json.loads(dest.read(stem + SUFFIX_REPORT))
+            return report.get("status") == "ok", report.get("input")
         except TransientStorageError:
             raise
         except (DustspotError, ValueError, AttributeError):   # unreadable, not JSON: not done
-            return False
+            return False, None
 
     with ThreadPoolExecutor(REPORT_READERS) as pool:
-        return {stem for stem, done in zip(candidates, pool.map(ok, candidates)) if done}
+        return {stem: source for stem, (done, source) in zip(candidates, pool.map(made_from, candidates)) if done}
 
 
 def plan(source_root: str, dest_root: str, batch: str, model: str | None, options: dict,
@@ -152,8 +155,15 @@ def enqueue(redis, source_root: str, dest_root: str, batch: str | None = None,
         first[jid] = p.name
         payloads.append(p)
         ids.append(jid)
+    done = {} if dry_run else done_stems(dest_root, {output_stem(p.name) for p in payloads})
+    # Outputs already there from another scan of the same name (roll2/Scan-001.tif into the
+    # --out of roll1/Scan-001.tif) are neither "done" nor overwritten, --force or not.
+    kept = [(p, jid) for p, jid in zip(payloads, ids)
+            if not _made_from_another(done, p, refused)]
+    payloads, ids = [p for p, _ in kept], [jid for _, jid in kept]
+    if force:
+        done = {}
     result = EnqueueResult(batch, scans=len(payloads), refused=refused)
-    done = set() if force or dry_run else done_stems(dest_root, {output_stem(p.name) for p in payloads})
 
     statuses = {}
     if not dry_run:
@@ -195,16 +205,37 @@ def enqueue(redis, source_root: str, dest_root: str, batch: str | None = None,
     return result
 
 
+def _made_from_another(done: dict, payload: JobPayload, refused: list) -> bool:
+    stem = output_stem(payload.name)
+    other = done.get(stem)
+    if other is None or other == payload.source:
+        return False
+    refused.append((printable(payload.name), f"not processed: the destination's {stem}.mask.png and {stem}.json "
+                                             f"are those of another scan, {printable(other)}; give it a folder of its own"))
+    return True
+
+
 def retry_failed(redis, batch: str) -> int:
-    """Requeue the batch's failed jobs; returns how many."""
+    """Requeue the batch's failed jobs, each on the queue it ran on; returns how many.
+
+    A job that is no longer in its failed registry (requeued meanwhile by another run, or its
+    record gone) is left out, and the batch does not wait for it."""
+    from rq.exceptions import InvalidJobOperation, NoSuchJobError
+    from rq.job import Job
     from rq.registry import FailedJobRegistry
-    info = batches.info(redis, check_batch_name(batch))
-    if not info:
+
+    from shared.queues import serializer
+    if not batches.info(redis, check_batch_name(batch)):
         return 0
-    q = make_queue(info["queue"], redis)
-    registry = FailedJobRegistry(queue=q)
     failed = [jid for jid, status in batches.job_statuses(redis, batch).items() if status == "failed"]
+    requeued = 0
     for jid in failed:
+        # pending first: a worker that takes and ends the job at once must find it there
         redis.sadd(batches.key(batch, "pending"), jid)
-        registry.requeue(jid)
-    return len(failed)
+        try:
+            job = Job.fetch(jid, connection=redis, serializer=serializer())
+            FailedJobRegistry(job.origin, connection=redis, serializer=serializer()).requeue(job)
+            requeued += 1
+        except (InvalidJobOperation, NoSuchJobError):
+            redis.srem(batches.key(batch, "pending"), jid)
+    return requeued

@@ -227,6 +227,50 @@ def test_a_failed_rerun_is_not_also_counted_finished(redis):
     assert batches.summary(redis, "rerun2")["counts"] == {"total": 1, "finished": 0, "failed": 1, "pending": 0}
 
 
+def test_retry_failed_goes_on_past_a_job_that_left_its_failed_registry(tmp_path, env, redis):
+    # e.g. requeued meanwhile by another retry-failed: the others are still requeued, and the
+    # batch does not wait for the one that could not be
+    from rq.registry import FailedJobRegistry
+
+    from producer.enqueue import retry_failed
+    from shared import batches
+    from shared.queues import queue
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("bad1.jpg", "bad2.jpg"):
+        write_truncated_jpeg(str(src / name), textured(80, 80))
+    batch = cli(["enqueue", str(src), "--out", str(tmp_path / "dst")], env).stdout.strip()
+    burst_worker(env)
+    failed = FailedJobRegistry(queue=queue("dustspot", redis))
+    gone, kept = sorted(batches.job_statuses(redis, batch))
+    assert sorted(failed.get_job_ids()) == [gone, kept]
+    redis.zrem(failed.key, gone)
+    assert retry_failed(redis, batch) == 1
+    assert {j.decode() for j in redis.smembers(batches.key(batch, "pending"))} == {kept}
+    assert queue("dustspot", redis).get_job_ids() == [kept]
+
+
+def test_a_scan_with_another_scans_outputs_in_the_destination_is_refused(tmp_path, redis):
+    # roll2/Scan-001.tif into the --out that already holds roll1/Scan-001.tif's outputs:
+    # not "done", and not overwritten either, --force or not
+    from producer.enqueue import enqueue
+    dst = tmp_path / "dst"
+    for roll in ("roll1", "roll2"):
+        (tmp_path / roll).mkdir()
+        write(tmp_path / roll / "Scan-001.png", textured(40, 40))
+    dst.mkdir()
+    write(dst / "Scan-001.mask.png", textured(40, 40, channels=1))
+    (dst / "Scan-001.json").write_text(json.dumps({"status": "ok", "input": str(tmp_path / "roll1" / "Scan-001.png")}))
+    again = enqueue(redis, str(tmp_path / "roll1"), str(dst), "roll1")
+    assert again.skipped_done == 1 and again.enqueued == 0 and not again.refused
+    for force in (False, True):
+        other = enqueue(redis, str(tmp_path / "roll2"), str(dst), "roll2", force=force)
+        assert other.enqueued == 0 and other.skipped_done == 0
+        ((name, reason),) = other.refused
+        assert name == "Scan-001.png" and "roll1" in reason and "another scan" in reason
+    assert enqueue(redis, str(tmp_path / "roll1"), str(dst), "roll1", force=True).enqueued == 1
+
+
 def test_relative_roots_become_absolute_and_name_one_batch(tmp_path, redis, monkeypatch):
     from producer.enqueue import enqueue
     from shared.jobs import JobPayload
