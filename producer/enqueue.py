@@ -210,8 +210,9 @@ def _made_from_another(done: dict, payload: JobPayload, refused: list) -> bool:
     other = done.get(stem)
     if other is None or other == payload.source:
         return False
-    refused.append((printable(payload.name), f"not processed: the destination's {stem}.mask.png and {stem}.json "
-                                             f"are those of another scan, {printable(other)}; give it a folder of its own"))
+    reason = (f"not processed: the destination's {stem}.mask.png and {stem}.json are those of another "
+              f"scan, {printable(other)}; give it a folder of its own")
+    refused.append((printable(payload.name), reason))
     return True
 
 
