@@ -278,7 +278,7 @@ _S3_CLIENTS = {}
 # Retrying these cannot help: the key is not there or these credentials may not have it.
 _PERMANENT_S3_CODES = {"NoSuchKey", "NoSuchBucket", "404", "NotFound", "AccessDenied", "403",
                        "InvalidObjectState", "AllAccessDisabled", "InvalidBucketName",
-                       "InvalidAccessKeyId", "SignatureDoesNotMatch", "KeyTooLongError"}
+                       "InvalidAccessKeyId", "SignatureDoesNotMatch", "KeyTooLongError", "PermanentRedirect", "301"}
 
 
 def s3_client():
@@ -294,15 +294,33 @@ def s3_client():
     return _S3_CLIENTS[key]
 
 
+# 4xx answers that may pass: a timeout, throttling, a clock that was off.
+_TRANSIENT_S3_CODES = {"RequestTimeout", "SlowDown", "Throttling", "ThrottlingException", "TooManyRequests",
+                       "RequestLimitExceeded", "RequestTimeTooSkewed"}
+
+
 def _s3_error(uri: str, action: str, exc: Exception) -> StorageError:
-    from botocore.exceptions import ClientError, NoCredentialsError
+    """Permanent (fail the job now) or transient (retry): by S3's error code, else by HTTP status
+    (4xx permanent but 408 and 429, 5xx and no answer at all transient)."""
+    from botocore.exceptions import (
+        ClientError,
+        NoCredentialsError,
+        ParamValidationError,
+    )
     if isinstance(exc, NoCredentialsError):      # configuration, not an outage: no retrying
+        _S3_CLIENTS.clear()                      # but the next job looks again (an instance role may answer late)
         return StorageError(f"{uri}: cannot {action} (no AWS credentials found)")
+    if isinstance(exc, ParamValidationError):    # refused by botocore before sending (a bad bucket name)
+        return StorageError(f"{uri}: cannot {action} ({printable(str(exc))})")
     if isinstance(exc, ClientError):
         code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         if code in _PERMANENT_S3_CODES:
             reason = "not found" if code in ("NoSuchKey", "404", "NotFound", "NoSuchBucket") else f"{code}"
             return StorageError(f"{uri}: cannot {action} ({reason})")
+        client_fault = isinstance(status, int) and 400 <= status < 500 and status not in (408, 429)
+        if client_fault and code not in _TRANSIENT_S3_CODES:
+            return StorageError(f"{uri}: cannot {action} ({code or status})")
         return TransientStorageError(f"{uri}: cannot {action} ({code or exc})")
     return TransientStorageError(f"{uri}: cannot {action} ({type(exc).__name__}: {exc})")
 

@@ -64,6 +64,25 @@ def test_registry_outage_is_transient_not_not_found(monkeypatch):
         registry.list_models("s3://models/r")
 
 
+def test_s3_client_faults_are_permanent_throttling_and_server_faults_are_not(s3_endpoint):  # noqa: F811
+    from botocore.exceptions import ClientError
+
+    def answer(code, status):
+        return ClientError({"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "GetObject")
+
+    for code, status in (("InvalidArgument", 400), ("PermanentRedirect", 301), ("AuthorizationHeaderMalformed", 400),
+                         ("400", 400), ("PreconditionFailed", 412)):
+        error = storage._s3_error("s3://b/k", "read", answer(code, status))
+        assert type(error) is StorageError, code
+    for code, status in (("SlowDown", 503), ("RequestTimeout", 400), ("InternalError", 500), ("", 429),
+                         ("TooManyRequests", 429), ("RequestTimeTooSkewed", 403)):
+        assert isinstance(storage._s3_error("s3://b/k", "read", answer(code, status)), TransientStorageError), code
+    # a bucket name botocore refuses before sending: at once, not after a minute of retries
+    with pytest.raises(StorageError, match="s3://bad bucket/k.jpg: cannot read") as refused:
+        S3Storage("s3://bad bucket").read("k.jpg")
+    assert not isinstance(refused.value, TransientStorageError)
+
+
 # --- 2. outputs get the permissions open() would give ------------------------------------
 
 def test_written_files_are_readable_by_others(tmp_path, umask_022):
