@@ -199,7 +199,8 @@ def _decode_tiff_as_stored(source: str, data: bytes | None) -> np.ndarray | None
         with tifffile.TiffFile(io.BytesIO(data) if data is not None else source) as tif:
             page = tif.pages[0]
             pixels = page.asarray()
-            photometric, planar = page.photometric, page.planarconfig
+            photometric, planar, bits = page.photometric, page.planarconfig, page.bitspersample
+            colormap = page.colormap if photometric == tifffile.PHOTOMETRIC.PALETTE else None
     except Exception as exc:
         raise ValueError(str(exc)) from None
     if pixels.dtype not in (np.uint8, np.uint16):
@@ -208,11 +209,27 @@ def _decode_tiff_as_stored(source: str, data: bytes | None) -> np.ndarray | None
         pixels = np.moveaxis(pixels, 0, -1)          # samples first -> interleaved
     if pixels.ndim == 3 and pixels.shape[2] == 2:    # gray + alpha
         pixels = pixels[:, :, 0]
-    if pixels.ndim == 3:
+    top = (1 << bits) - 1
+    if pixels.ndim == 3 and photometric == tifffile.PHOTOMETRIC.SEPARATED and pixels.shape[2] >= 4:
+        # CMYK, as OpenCV converts it: each of R, G, B = (max - C|M|Y) * (max - K) // max, in
+        # integers (exact), one channel at a time (a 16-bit scan's products need 64 bits)
+        wide = np.uint32 if top <= 0xFFFF else np.uint64
+        paper = top - pixels[:, :, 3].astype(wide)
+        bgr = np.empty(pixels.shape[:2] + (3,), pixels.dtype)
+        for out, ink in enumerate((2, 1, 0)):              # Y -> B, M -> G, C -> R
+            bgr[:, :, out] = (top - pixels[:, :, ink].astype(wide)) * paper // top
+        pixels = bgr
+    elif pixels.ndim == 3:
         if photometric != tifffile.PHOTOMETRIC.RGB or pixels.shape[2] not in (3, 4):
             return None
         pixels = pixels[:, :, 2::-1]                 # RGB(A) -> BGR
     elif pixels.ndim != 2:
+        return None
+    elif photometric == tifffile.PHOTOMETRIC.MINISWHITE:   # 0 is white: as OpenCV and Pillow show it
+        pixels = (top - pixels).astype(pixels.dtype)
+    elif colormap is not None and pixels.dtype == np.uint8:  # palette: 16-bit colour table, 8-bit image
+        pixels = np.ascontiguousarray((colormap[::-1] >> 8).astype(np.uint8).T[pixels])
+    elif photometric != tifffile.PHOTOMETRIC.MINISBLACK:
         return None
     return np.ascontiguousarray(pixels)
 
@@ -252,10 +269,19 @@ def read_scan(source: str, data: bytes | None = None, max_pixels: int = defaults
                 oriented = True        # OpenCV decodes it and applies orientations 2-4 itself
             if pixels is None and header.tiff_layout:       # OpenCV cannot read it either
                 raise ImageError(source, f"unsupported TIFF layout: {header.tiff_layout}")
+            if pixels is None and not oriented:
+                # OpenCV would apply orientations 2-4 itself (and _orient again), and fails on 5-8
+                raise ImageError(source, f"TIFF with EXIF orientation {header.orientation} in a layout "
+                                         f"that cannot be decoded upright here")
         if pixels is None and data is not None:
             pixels = cv2.imdecode(np.frombuffer(data, np.uint8), _DECODE_FLAGS)
         elif pixels is None:
             pixels = cv2.imread(source, _DECODE_FLAGS)
+        if pixels is None and header.format == "TIFF" and header.orientation == 1:
+            try:                       # layouts OpenCV refuses (16-bit CMYK) that tifffile maps
+                pixels = _decode_tiff_as_stored(source, data)
+            except ValueError:
+                pass
     except cv2.error as exc:
         raise ImageError(source, f"decoder failed ({exc.err})") from None
     if pixels is None:

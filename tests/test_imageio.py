@@ -52,6 +52,35 @@ def test_exif_orientation_gives_the_displayed_image(tmp_path, orientation, shape
     assert np.abs(scan.pixels.astype(int) - displayed).mean() < 2       # same pixels, two JPEG decoders
 
 
+@pytest.mark.parametrize("photometric", ["separated", "miniswhite", "palette", "separated16"])
+def test_oriented_tiffs_of_every_layout_are_upright_once(tmp_path, photometric):
+    # OpenCV applies TIFF orientations 2-4 itself and fails on 5-8: these layouts go through
+    # tifffile as stored, then get the orientation exactly once, with OpenCV's colours
+    import tifffile
+    rng = np.random.default_rng(3)
+    extra = {}
+    if photometric.startswith("separated"):
+        depth = np.uint16 if photometric.endswith("16") else np.uint8
+        stored = rng.integers(0, np.iinfo(depth).max, (40, 60, 4), dtype=depth)
+        photometric = "separated"
+    elif photometric == "palette":
+        stored = rng.integers(0, 16, (40, 60), dtype=np.uint8)
+        extra["colormap"] = rng.integers(0, 65535, (3, 256), dtype=np.uint16)
+    else:
+        stored = rng.integers(0, 255, (40, 60), dtype=np.uint8)
+    scans = {}
+    for orientation in (1, 2, 3, 6, 8):
+        path = tmp_path / f"o{orientation}.tif"
+        tifffile.imwrite(path, stored, photometric=photometric, extratags=[(274, "H", 1, orientation, True)], **extra)
+        scans[orientation] = read_scan(str(path)).pixels
+    upright = scans[1]
+    assert upright.shape[:2] == (40, 60) and upright.dtype == stored.dtype
+    assert np.array_equal(scans[2], upright[:, ::-1]) and np.array_equal(scans[3], upright[::-1, ::-1])
+    assert np.array_equal(scans[6], np.rot90(upright, -1)) and np.array_equal(scans[8], np.rot90(upright, 1))
+    if photometric == "miniswhite":
+        assert np.array_equal(upright, 255 - stored)          # 0 is white
+
+
 def test_pixel_limit_refuses_from_the_header(tmp_path):
     path = write_png_claiming(tmp_path / "bomb.png", 100000, 100000)
     tracemalloc.start()
