@@ -271,6 +271,33 @@ def test_a_scan_with_another_scans_outputs_in_the_destination_is_refused(tmp_pat
     assert enqueue(redis, str(tmp_path / "roll1"), str(dst), "roll1", force=True).enqueued == 1
 
 
+STOP_WHILE_STARTING = """
+import os, signal, sys
+from redis import Redis
+from shared.queues import queue
+from worker.worker import DustspotWorker
+redis = Redis.from_url(sys.argv[1])
+worker = DustspotWorker([queue("starting", redis)], connection=redis)
+register = worker.register_birth
+def register_then_stop(*args, **kwargs):
+    register(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGTERM)     # systemctl stop right after the worker registered
+worker.register_birth = register_then_stop
+worker.work()
+print("registered after exit:", bool(redis.sismember("rq:workers", worker.key)))
+"""
+
+
+def test_a_stop_while_the_worker_starts_is_a_clean_exit(redis_url):
+    # rq installs its signal handlers after registering the worker; a SIGTERM in between
+    # used to kill it outright (SIGTERM, exit 143), still registered
+    proc = subprocess.run([sys.executable, "-c", STOP_WHILE_STARTING, redis_url], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    output = proc.stdout + proc.stderr
+    assert "stopping on request" in output and "registered after exit: False" in output
+
+
 def test_relative_roots_become_absolute_and_name_one_batch(tmp_path, redis, monkeypatch):
     from producer.enqueue import enqueue
     from shared.jobs import JobPayload

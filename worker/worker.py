@@ -12,6 +12,7 @@ compiled model is reused and nothing compiled crosses a fork). Two things are ad
   An idle rq worker blocks on the queue for worker_ttl - 15 s between maintenance checks,
   so worker_ttl is set to match.
 """
+import signal
 import threading
 
 from rq import SimpleWorker
@@ -27,6 +28,17 @@ class DustspotWorker(SimpleWorker):
         kwargs.setdefault("job_monitoring_interval", HEARTBEAT_INTERVAL)
         kwargs.setdefault("worker_ttl", MAINTENANCE_INTERVAL + 15)
         super().__init__(*args, **kwargs)
+
+    def bootstrap(self, *args, **kwargs):
+        # rq installs its SIGTERM/SIGINT handlers only after registering the worker: a stop sent
+        # in between (systemctl stop, a scale-down right after a start) killed it outright, left
+        # registered. Until rq's handlers are in, a stop is noted and honoured before the first job.
+        def stop_before_the_first_job(signum, frame):
+            self._stop_requested = True
+
+        signal.signal(signal.SIGTERM, stop_before_the_first_job)
+        signal.signal(signal.SIGINT, stop_before_the_first_job)
+        super().bootstrap(*args, **kwargs)
 
     def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
         if job.timeout and job.timeout > 0:
