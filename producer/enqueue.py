@@ -84,7 +84,7 @@ def done_stems(dest_root: str, stems=None) -> dict[str, str | None]:
     except TransientStorageError:
         raise                             # an outage is not "nothing done": that would redo it all
     except (DustspotError, OSError):      # no destination yet
-        return set()
+        return {}
     candidates = [k[: -len(SUFFIX_MASK)] for k in keys
                   if k.endswith(SUFFIX_MASK) and k[: -len(SUFFIX_MASK)] + SUFFIX_REPORT in keys]
     if stems is not None:
