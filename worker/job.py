@@ -57,17 +57,9 @@ def _segment(payload: dict) -> dict:
         check_allowed(job.model if job.model.startswith("s3://") else os.path.abspath(job.model), roots)
     if sessions.CACHE is None:
         raise RuntimeError("segment_job runs inside `dustspot worker` (no session cache configured)")
-    for attempt, delay in enumerate((*RETRY_DELAYS, None)):
-        try:
-            # inside the loop: resolving the model reads the registry, which may be on S3 too
-            session = sessions.CACHE.get(job.model, job.options)
-            report = process_scan(job.source, job.dest, job.name, session)
-            break
-        except TransientStorageError as exc:
-            if delay is None:
-                raise
-            log.warning("%s: %s; retry %d in %d s", job.name, exc, attempt + 1, delay)
-            time.sleep(delay)
+    # the model is resolved inside the retries: the registry may be on S3 too
+    report = _storage_retries(lambda: process_scan(job.source, job.dest, job.name,
+                                                   sessions.CACHE.get(job.model, job.options)), job.name)
     _record_success(job, report["spot_count"])
     return {"name": job.name, "spots": report["spot_count"], "seconds": report["timings"]["total"],
             "model": f"{report['model']['name']}:{report['model']['version']}"}
@@ -88,20 +80,23 @@ def _write_summary(redis, batch: str) -> None:
     """The batch summary, retried like a scan's outputs. It is the batch's, not the scan's: a
     summary that cannot be written is logged and leaves the scan done (its outputs are), and
     `dustspot status` still shows the batch's counts and failures."""
+    try:
+        path = _storage_retries(lambda: batches.write_summary(redis, batch), f"batch {batch} summary")
+        log.info("batch %s complete: summary %s", batch, path)
+    except Exception as exc:  # noqa: BLE001 (unwritable destination, Redis gone, outside the roots)
+        log.error("batch %s: summary not written: %s", batch, printable(str(exc) or type(exc).__name__))
+
+
+def _storage_retries(action, what: str):
+    """Run action, retrying transient storage errors with backoff (RETRY_DELAYS); then give up."""
     for attempt, delay in enumerate((*RETRY_DELAYS, None)):
         try:
-            path = batches.write_summary(redis, batch)
-            log.info("batch %s complete: summary %s", batch, path)
-            return
+            return action()
         except TransientStorageError as exc:
             if delay is None:
-                log.error("batch %s: summary not written: %s", batch, exc)
-                return
-            log.warning("batch %s: summary: %s; retry %d in %d s", batch, exc, attempt + 1, delay)
+                raise
+            log.warning("%s: %s; retry %d in %d s", printable(what), exc, attempt + 1, delay)
             time.sleep(delay)
-        except Exception as exc:  # noqa: BLE001 (unwritable destination, Redis gone, outside the roots)
-            log.error("batch %s: summary not written: %s", batch, printable(str(exc) or type(exc).__name__))
-            return
 
 
 def _until_redis_answers(action, what: str):
