@@ -30,7 +30,7 @@ def check_options(options) -> dict:
     try:
         check_option_values(options)
     except OptionError as exc:
-        raise PayloadError(f"job option {exc.name}={printable(repr(exc.value))}: must be {exc.what}") from None
+        raise PayloadError(f"job {exc}") from None      # "job option NAME=VALUE: must be ..."
     check_working_size(options.get("mode"), options.get("working_size"),
                        options.get("max_pixels") or defaults.MAX_PIXELS)
     return options
