@@ -6,25 +6,33 @@
 # logs.tgz in $OUT.  Back on the development machine: `dustspot export OUT/<candidate>.pt ...
 # --frames ...`, then score on realdust-dev and `dustspot bench` (trainer/README.md).
 #
-# The default candidates (session 9's plan, issues 3 and 5):
+# The default candidates (session 9's plan, issues 3 and 5; session 14 took the teacher off the
+# two issue-3 runs, since 0.4.0 misses the busy-scene dust they are there to learn, and added fr):
 #   b1busy  0.4.0's network on today's generator (busy scenes, dim forest floors), GPU scale
+#   fr      the same with unet-fullres's stride-1 detail branch (trainer/README.md), trained with
+#           the whole network this time (session 7 trained it frozen on 2 cores: no change)
 #   mnv4s   the MobileNetV4-Conv-Small student (0.30x of B1's time per 224 tile on AMX, the
 #           lightest of `python -m trainer.candidates`), distilled from 0.4.0, going on from the
 #           weights session 10 trained on 2 CPU cores (runs/device/student.pt; from scratch
 #           without them); MobileNetV3-Large (mnv3l) where the image's timm lacks MobileNetV4
 #   p50     0.4.0 pruned by half (`dustspot prune`), distilled from 0.4.0
 # With DEADLINE_S=480 a 24,000-tile pool takes ~2 min on 16 cores and each candidate trains
-# ~4 min (~300 tiles/s each when three share an H200).
+# ~4 min (~330 tiles/s each when three shared an H200 in session 6; four get less).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PACK=${PACK:-runs/device}
 : "${OUT:?OUT: the folder that receives the weights and logs}"
 PY=${PY:-$(command -v python3)}
-export PYTHONPATH=${PYTHONPATH:-$PWD}
+SITE=${SITE:-/tmp/dustspot-site}
+# the carried wheels go to a folder of their own (the image's site-packages may be read-only)
+export PYTHONPATH=$PWD:$SITE${PYTHONPATH:+:$PYTHONPATH}
 
 if ! "$PY" -c 'import segmentation_models_pytorch, torch_pruning' 2>/dev/null; then
-    "$PY" -m pip install -q --no-index --no-deps "$PACK"/wheels/*.whl
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "$PACK"/wheels/*.whl
 fi
+"$PY" -c 'import torch, timm, segmentation_models_pytorch as smp, huggingface_hub as hf
+print("torch", torch.__version__, "timm", timm.__version__, "smp", smp.__version__, "hf", hf.__version__,
+      "cuda", torch.cuda.is_available() and torch.cuda.get_device_name(0))'
 TEACHER=$PACK/dustspot-unet-0.4.0.pt
 "$PY" -m shared.cli prune "$TEACHER" --out "$PACK/p50.pt" --ratio 0.5
 
@@ -40,7 +48,8 @@ if "$PY" -c 'import sys, timm; sys.exit(not timm.list_models("mobilenetv4_conv_s
 else
     LIGHT="mnv3l:tu-mobilenetv3_large_100:32,16,16,8,8:2e-3::$TEACHER"
 fi
-export CANDIDATES=${CANDIDATES:-"b1busy:efficientnet-b1:128,64,32,16,8:5e-4:$TEACHER
+export CANDIDATES=${CANDIDATES:-"b1busy:efficientnet-b1:128,64,32,16,8:5e-4:$TEACHER:
+fr:efficientnet-b1:128,64,32,16,8:5e-4:$TEACHER::unet-fullres
 $LIGHT
 p50:efficientnet-b1:128,64,32,16,8:5e-4:$PACK/p50.pt:$TEACHER"}
 export OUT

@@ -69,11 +69,17 @@ def check_ir(xml_path, net=None, size=CHECK_SIZE):
 
 
 def load_summary(state, run):
-    """A run's summary: kept in model.pt, else its final.json ({} for a bare checkpoint)."""
+    """A run's summary: kept in model.pt, else its final.json, else a checkpoint's own progress
+    (a run stopped before its end: steps and tiles, no validation figures)."""
     summary = state.get("summary")
     if summary is None and os.path.exists(os.path.join(run, "final.json")):
         with open(os.path.join(run, "final.json")) as f:
             summary = json.load(f)
+    if summary is None and "step" in state:
+        elapsed, tiles = state.get("elapsed"), state.get("tiles_seen")
+        summary = {"step": state["step"], "tiles_seen": tiles, "stopped_at_checkpoint": True,
+                   **({"minutes": elapsed / 60, "tiles_per_s": tiles / elapsed if elapsed and tiles else 0.0}
+                      if elapsed is not None else {})}
     return summary or {}
 
 

@@ -7,8 +7,9 @@
 #
 #   BACKGROUNDS="photos1 photos2" SPRITES=... trainer/gpu_sweep.sh
 #
-# Candidates: NAME:ENCODER:DECODER:LR[:INIT[:TEACHER]], one per line of CANDIDATES (TEACHER:
-# weights to distil from, `dustspot train --teacher`; INIT may be empty).  Every run gets the
+# Candidates: NAME:ENCODER:DECODER:LR[:INIT[:TEACHER[:ARCH]]], one per line of CANDIDATES (TEACHER:
+# weights to distil from, `dustspot train --teacher`; ARCH: `--arch`, unet when empty; INIT and
+# TEACHER may be empty).  Every run gets the
 # same training time, fitted to DEADLINE_S (seconds from the start, pool generation included).
 # Each run folder ends with model.pt, final.json, metrics.jsonl and metrics.png, as `dustspot
 # train` leaves them; OUT (if set) also receives <name>.pt (fp16 weights) and logs.tgz.
@@ -23,6 +24,9 @@ SEED=${SEED:-5}
 BATCH=${BATCH:-64}
 DEADLINE_S=${DEADLINE_S:-540}
 RESERVE_S=${RESERVE_S:-100}          # start-up, final evaluation and saving, after the training time
+# a candidate still running HARD_S after the start is stopped and saved from its last checkpoint:
+# the device tool returns nothing of a command that outruns its limit
+HARD_S=${HARD_S:-$((DEADLINE_S + 30))}
 WORKERS=${WORKERS:-$(nproc)}
 CANDIDATES=${CANDIDATES:-"effb1:efficientnet-b1:128,64,32,16,8:7e-4:trainer/weights/dustspot-unet-0.3.0.pt
 mnv3l-32:tu-mobilenetv3_large_100:32,16,16,8,8:2e-3
@@ -56,7 +60,7 @@ LEFT=$(( DEADLINE_S - ($(date +%s) - START) - RESERVE_S ))
 MINUTES=$(python3 -c "print(max(0.5, $LEFT / 60))")
 echo "training each candidate for $MINUTES min"
 PIDS=()
-while IFS=: read -r NAME ENCODER DECODER LR INIT TEACHER; do
+while IFS=: read -r NAME ENCODER DECODER LR INIT TEACHER ARCH; do
     [ -n "$NAME" ] || continue
     RUN="$SWEEP/$NAME"
     mkdir -p "$RUN"
@@ -65,22 +69,30 @@ while IFS=: read -r NAME ENCODER DECODER LR INIT TEACHER; do
     EXTRA=()
     [ -n "${INIT:-}" ] && EXTRA+=(--init "$INIT")
     [ -n "${TEACHER:-}" ] && EXTRA+=(--teacher "$TEACHER")
+    [ -n "${ARCH:-}" ] && EXTRA+=(--arch "$ARCH")
     python3 -m shared.cli train "${BG[@]}" --run "$RUN" "${COMMON[@]}" --encoder "$ENCODER" \
         --decoder-channels "$DECODER" --lr "$LR" --minutes "$MINUTES" --threads 3 --workers 1 \
         --device "${DEVICE:-cuda}" --eval-minutes 1000 --checkpoint-minutes 2 "${EXTRA[@]}" < /dev/null > "$RUN/train.log" 2>&1 &
     PIDS+=($!)
 done <<< "$CANDIDATES"
+running() { local pid; for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && return 0; done; return 1; }
+while running && [ $(( $(date +%s) - START )) -lt "$HARD_S" ]; do sleep 2; done
+for pid in "${PIDS[@]}"; do
+    if kill -0 "$pid" 2>/dev/null; then echo "stopping $pid at the hard limit (${HARD_S} s)"; kill "$pid"; fi
+done
 STATUS=0
 for pid in "${PIDS[@]}"; do wait "$pid" || STATUS=1; done
 
-# 3. results: fp16 weights (the trainer/weights format) and the logs
+# 3. results: fp16 weights (the trainer/weights format: model.pt, else the last checkpoint.pt) and the logs
 for RUN in "$SWEEP"/*/; do
     tail -n 3 "$RUN/train.log" 2>/dev/null || true
 done
 if [ -n "${OUT:-}" ]; then
     for RUN in "$SWEEP"/*/; do
         name=$(basename "$RUN")
-        [ "$name" = pool ] || [ ! -f "$RUN/model.pt" ] || python3 -m trainer.stages save "$RUN" "$OUT/$name.pt"
+        if [ "$name" != pool ] && { [ -f "$RUN/model.pt" ] || [ -f "$RUN/checkpoint.pt" ]; }; then
+            python3 -m trainer.stages save "$RUN" "$OUT/$name.pt" || STATUS=1
+        fi
     done
     tar czf "$OUT/logs.tgz" --exclude='pool*' --exclude='*.pt' -C "$SWEEP" .
 fi
