@@ -44,6 +44,26 @@ def test_shadow_dust_takes_the_tone_of_the_scene_under_it():
     assert canvas.cover[20:44, 20:44].all()                       # 25% darker + flat: visible
 
 
+def test_scene_blobs_on_a_busy_scene_are_not_dark_flat_patches(monkeypatch):
+    """Unlabelled scene blobs take the scene's mean colour under them: on a 1-px checkerboard of
+    0 and 200 none may come out as a flat dark patch (scan01's dust, which is labelled), as a
+    blob toned after the black pixel at its centre did."""
+    for name in ("STARFIELD_PROB", "HIGHLIGHT_PROB", "TEXTURE_PROB", "TEXT_PROB"):
+        monkeypatch.setattr(synth, name, 0.0)
+    monkeypatch.setattr(synth, "SCENE_BLOB_PROB", 1.0)
+    scene = np.zeros((256, 256, 3), np.float32)
+    scene[(np.indices((256, 256)).sum(axis=0) % 2) == 0] = 200
+    lowest = []
+    for seed in range(6):
+        canvas = synth._Canvas(scene.copy(), 1.0)
+        synth._add_hard_negatives(np.random.default_rng(seed), canvas, 1.0, True)
+        assert np.abs(canvas.img - scene).max() > 20                 # blobs were drawn
+        local = cv2.blur(synth._luma(canvas.img), (5, 5))[8:-8, 8:-8]
+        lowest.append(local.min() / 100)                              # the scene's local mean: 100
+    assert min(lowest) > 0.6
+    assert not canvas.cover.any()                                     # never labelled
+
+
 def test_training_loss_and_validation_ignore_dont_care_pixels():
     import torch
 

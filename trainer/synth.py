@@ -605,10 +605,11 @@ def _add_hard_negatives(rng, cv, scale, dark):
             e = np.clip(rng.lognormal(np.log(8), 0.6), 2, 40) * scale
             a = _soften(shape_speck(rng, e), rng.uniform(0.6, 2.0) * scale)
             # the tone follows the scene's mean colour under the blob, not the pixel at its
-            # centre: on a busy scene that pixel is as often a dark leaf as a bright gap, and
-            # 27 % of centre-pixel blobs on realdust-dev's forest came out below 0.9x the local
-            # mean (15 % below 0.75x): flat, dark, unlabelled patches, i.e. scan01's dust (flat,
-            # 0.39-0.88x its surroundings) taught as scene content on exactly the busy scenes
+            # centre: on a busy scene that pixel is as often a dark leaf as a bright gap, and on
+            # crops of realdust-dev's forest 34 % of centre-pixel blobs came out below 0.9x the
+            # mean around them (12 % below 0.6x; now 22 % and 3 %): flat, dark, unlabelled
+            # patches, i.e. scan01's dust (flat, 0.39-0.88x its surroundings) taught as scene
+            # content on exactly the busy scenes (models/README.md, session 14)
             shade = rng.uniform(*SCENE_BLOB_TONE) * (1 + rng.normal(0, SCENE_BLOB_HUE, 3))
             cv.dust(a, *_random_pos(rng, cv, a), None, rng.uniform(0.3, 0.8), label=False, shade=shade)
     if rng.random() < TEXTURE_PROB:
