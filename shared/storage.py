@@ -9,6 +9,7 @@ an S3 PUT is atomic by itself. No reader ever sees a half-written result.
 """
 import errno
 import fcntl
+import hashlib
 import os
 import posixpath
 import tempfile
@@ -29,6 +30,20 @@ MAX_READ_BYTES = read_limit(defaults.MAX_PIXELS)
 # A temporary .part file this old is a leftover of a dead writer even where file locks do
 # not work (writes are whole byte strings in memory: none takes anywhere near this long).
 STALE_PART_AGE_S = 3600
+# A file name's limit on common file systems (NAME_MAX); mkstemp adds 8 random characters.
+NAME_MAX_BYTES = 255
+_PART_EXTRA_BYTES = len("." + "." + "12345678" + ".part")
+
+
+def _part_prefix(name: str) -> str:
+    """The temporary-file prefix for target `name`: '.NAME.', or for a name too long to take
+    the extra bytes, its first bytes and a hash of the whole (still one prefix per name, so
+    _remove_stale_parts finds its leftovers)."""
+    if len(name.encode()) + _PART_EXTRA_BYTES <= NAME_MAX_BYTES:
+        return "." + name + "."
+    digest = hashlib.sha1(name.encode()).hexdigest()[:16]
+    head = name.encode()[:NAME_MAX_BYTES - _PART_EXTRA_BYTES - len(digest) - 1].decode(errors="ignore")
+    return "." + head + "~" + digest + "."
 
 
 def safe_relative(name: str) -> str:
@@ -163,7 +178,7 @@ class LocalStorage(Storage):
         older than STALE_PART_AGE_S is taken for dead. A part in progress is never removed.
         """
         import glob
-        for stale in glob.glob(os.path.join(glob.escape(folder), "." + glob.escape(name) + ".*.part")):
+        for stale in glob.glob(os.path.join(glob.escape(folder), glob.escape(_part_prefix(name)) + "*.part")):
             try:
                 fd = os.open(stale, os.O_RDONLY | os.O_NOFOLLOW)
             except OSError:
@@ -259,7 +274,7 @@ class LocalStorage(Storage):
     def _locked_part(folder: str, name: str) -> tuple[int, str]:
         """A new temporary file beside the target, exclusively locked (see _remove_stale_parts)."""
         for _ in range(10):
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + name + ".", suffix=".part")
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=_part_prefix(name), suffix=".part")
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
             except OSError as exc:

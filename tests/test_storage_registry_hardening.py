@@ -133,6 +133,24 @@ def test_concurrent_writers_do_not_remove_each_others_parts(tmp_path):
     assert sorted(os.listdir(tmp_path / "a")) == ["b.mask.png"]
 
 
+def test_names_near_the_file_name_limit_are_written_and_their_stale_parts_cleaned(tmp_path):
+    """A 250-byte name (multi-byte characters across the cut) fits the file system, so its
+    temporary file must too; a dead writer's part of it is found again and removed."""
+    store = LocalStorage(str(tmp_path))
+    name = "é" * 118 + ".mask.png"                                   # 236 + 9 = 245 bytes
+    assert len(name.encode()) == 245
+    dead = tmp_path / (storage._part_prefix(name) + "deadbeef.part")
+    dead.write_bytes(b"left by a writer that died")
+    assert len(dead.name.encode()) <= storage.NAME_MAX_BYTES
+    store.write(name, b"mask")
+    assert os.listdir(tmp_path) == [name]
+    assert (tmp_path / name).read_bytes() == b"mask"
+    too_long = "x" * 256
+    with pytest.raises(StorageError, match="cannot write"):
+        store.write(too_long, b"mask")
+    assert os.listdir(tmp_path) == [name]                            # no part left behind
+
+
 def test_part_of_a_live_writer_in_another_process_is_kept(tmp_path):
     """A part locked by its (live) writer survives another write; once it dies it is removed."""
     (tmp_path / "a").mkdir()
