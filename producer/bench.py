@@ -23,7 +23,7 @@ def main():
     batch = "bench-enqueue"
 
     started = time.perf_counter()
-    dry = enqueue(None, "s3://bench/src", "s3://bench/dst", batch, "bench", keys=keys, dry_run=True)
+    dry = enqueue(None, "/bench/src", "/nonexistent/dst", batch, "bench", keys=keys, dry_run=True)
     dry_s = time.perf_counter() - started
     try:
         started = time.perf_counter()

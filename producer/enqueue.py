@@ -155,7 +155,8 @@ def enqueue(redis, source_root: str, dest_root: str, batch: str | None = None,
         first[jid] = p.name
         payloads.append(p)
         ids.append(jid)
-    done = {} if dry_run else done_stems(dest_root, {output_stem(p.name) for p in payloads})
+    # a dry run reads too (reports, job statuses where it has a Redis): it must predict the run
+    done = done_stems(dest_root, {output_stem(p.name) for p in payloads})
     # Outputs already there from another scan of the same name (roll2/Scan-001.tif into the
     # --out of roll1/Scan-001.tif) are neither "done" nor overwritten, --force or not.
     kept = [(p, jid) for p, jid in zip(payloads, ids)
@@ -166,7 +167,7 @@ def enqueue(redis, source_root: str, dest_root: str, batch: str | None = None,
     result = EnqueueResult(batch, scans=len(payloads), refused=refused)
 
     statuses = {}
-    if not dry_run:
+    if redis is not None:
         pipe = redis.pipeline()
         for i in ids:
             pipe.hget(f"rq:job:{i}", "status")

@@ -330,6 +330,25 @@ def test_only_an_ok_report_counts_as_done(tmp_path, redis):
     assert result.skipped_done == 1 and result.enqueued == 1
 
 
+def test_a_dry_run_predicts_the_skips_and_enqueues_nothing(tmp_path, env, redis):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    dst.mkdir()
+    for stem in ("done", "new", "queued"):
+        write(src / f"{stem}.png", textured(40, 40))
+    write(dst / "done.mask.png", textured(40, 40, channels=1))
+    (dst / "done.json").write_text(json.dumps({"status": "ok"}))
+    queued = cli(["enqueue", str(src / "queued.png"), "--out", str(dst), "--batch", "dry"], env)
+    assert "1 enqueued" in queued.stderr
+    before = sorted(redis.keys("*"))
+    res = cli(["enqueue", str(src), "--out", str(dst), "--batch", "dry", "--dry-run"], env)
+    assert "3 scans: 2 would be enqueued, 1 already done, queue not looked up" in res.stderr
+    from producer.enqueue import enqueue
+    result = enqueue(redis, str(src), str(dst), "dry", dry_run=True)      # with a Redis: looked up
+    assert (result.enqueued, result.skipped_done, result.skipped_in_flight) == (1, 1, 1)
+    assert sorted(redis.keys("*")) == before                              # nothing written
+
+
 def test_status_watch_ends_with_skipped_scans_and_expired_records(tmp_path, env, redis):
     from shared import batches
     src, dst = tmp_path / "src", tmp_path / "dst"

@@ -14,7 +14,7 @@ from shared.defaults import MAX_TILE, MAX_WORKING_SIZE
 @click.option("--queue", "queue_name", default="dustspot", show_default=True)
 @click.option("--model", "model_ref", default=None, help="Model reference for these jobs (default: the worker's).")
 @click.option("--force", is_flag=True, help="Re-run scans whose outputs already exist.")
-@click.option("--dry-run", is_flag=True, help="List what would be enqueued; touch nothing.")
+@click.option("--dry-run", is_flag=True, help="Say what would be enqueued and skipped (reads the destination's reports; needs no Redis); touch nothing.")
 @click.option("--redis-url", envvar="REDIS_URL", default=None)
 @click.option("--size", type=click.IntRange(32, MAX_WORKING_SIZE), default=None, help="Working resolution: long side N px.")
 @click.option("--square", type=click.IntRange(32, MAX_WORKING_SIZE), default=None, help="Working resolution: N x N.")
@@ -56,7 +56,8 @@ def enqueue(source, dest, batch, queue_name, model_ref, force, dry_run, redis_ur
     for name, reason in result.refused:
         click.echo(f"refused {name}: {reason}", err=True)
     click.echo(f"{result.scans} scans: {result.enqueued} {'would be ' if dry_run else ''}enqueued, "
-               f"{result.skipped_done} already done, {result.skipped_in_flight} already queued"
+               f"{result.skipped_done} already done, "
+               f"{'queue not looked up' if dry_run else f'{result.skipped_in_flight} already queued'}"
                f"{f', {len(result.refused)} refused' if result.refused else ''} "
                f"({seconds:.2f} s)", err=True)
     click.echo(result.batch)
