@@ -269,6 +269,13 @@ def test_train_export_publish_segment(tmp_path):
     # bf16 autocast only where the CPU has bf16 kernels (emulated, it is 7x slower than fp32)
     import torch
     assert config["amp"] == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    # a run stopped before its end (the GPU sweep's hard stop) keeps its progress in the weights
+    from trainer import stages
+    (tmp_path / "stopped").mkdir()
+    os.link(run_dir / "checkpoint.pt", tmp_path / "stopped" / "checkpoint.pt")
+    kept = stages.save_weights(str(tmp_path / "stopped"), str(tmp_path / "stopped.pt"))
+    assert kept["summary"]["step"] == 3 and kept["summary"]["tiles_seen"] == 12
+    assert kept["summary"]["stopped_at_checkpoint"] and "valid" not in kept["summary"]
 
     registry = tmp_path / "registry"
     run(["export", str(run_dir), "--registry", str(registry), "--name", "tiny", "--version", "0.0.1"])
@@ -352,7 +359,6 @@ def test_train_export_publish_segment(tmp_path):
                           "--calibration-pool", str(calibration)],
                          capture_output=True, text=True, timeout=600)
     assert res.returncode != 0 and "is another network" in res.stderr, res.stderr[-2000:]
-    from trainer import stages
     records = json.loads(stages_file.read_text())
     assert stages.lineage(config2["init"], records) == [s1]
     assert stages.describe_run(config2, {"step": 1}, records=records)["from"] == "s1"
