@@ -6,18 +6,20 @@
 # logs.tgz in $OUT.  Back on the development machine: `dustspot export OUT/<candidate>.pt ...
 # --frames ...`, then score on realdust-dev and `dustspot bench` (trainer/README.md).
 #
-# The default candidates (session 9's plan, issues 3 and 5; session 14 took the teacher off the
-# two issue-3 runs, since 0.4.0 misses the busy-scene dust they are there to learn, and added fr):
+# The candidates (session 9's plan, issues 3 and 5; session 14 took the teacher off b1busy, since
+# 0.4.0 misses the busy-scene dust it is there to learn, and tried fr; the defaults are now
+# b1busy and the student):
 #   b1busy  0.4.0's network on today's generator (busy scenes, dim forest floors), GPU scale
 #   fr      the same with unet-fullres's stride-1 detail branch (trainer/README.md), trained with
-#           the whole network this time (session 7 trained it frozen on 2 cores: no change)
+#           the whole network (session 7 trained it frozen on 2 cores: no change; session 14 on
+#           the GPU: as b1busy)
 #   mnv4s   the MobileNetV4-Conv-Small student (0.30x of B1's time per 224 tile on AMX, the
 #           lightest of `python -m trainer.candidates`), distilled from 0.4.0, going on from the
 #           weights session 10 trained on 2 CPU cores (runs/device/student.pt; from scratch
 #           without them); MobileNetV3-Large (mnv3l) where the image's timm lacks MobileNetV4
 #   p50     0.4.0 pruned by half (`dustspot prune`), distilled from 0.4.0
-# With DEADLINE_S=480 a 24,000-tile pool takes ~2 min on 16 cores and each candidate trains
-# ~4 min (~330 tiles/s each when three shared an H200 in session 6; four get less).
+# With DEADLINE_S=470 the 24,000-tile pool took 160 s on the H200's 16 cores (session 14) and each
+# candidate trained 3.4 min.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PACK=${PACK:-runs/device}
@@ -34,7 +36,6 @@ fi
 print("torch", torch.__version__, "timm", timm.__version__, "smp", smp.__version__, "hf", hf.__version__,
       "cuda", torch.cuda.is_available() and torch.cuda.get_device_name(0))'
 TEACHER=$PACK/dustspot-unet-0.4.0.pt
-"$PY" -m shared.cli prune "$TEACHER" --out "$PACK/p50.pt" --ratio 0.5
 
 export BACKGROUNDS=${BACKGROUNDS:-"$PACK/wallpapers/bg/wallpapers $PACK/mate/bg/backgrounds $PACK/more/bg/backgrounds"}
 export SPRITES=${SPRITES:-$PACK/sprites}
@@ -48,9 +49,14 @@ if "$PY" -c 'import sys, timm; sys.exit(not timm.list_models("mobilenetv4_conv_s
 else
     LIGHT="mnv3l:tu-mobilenetv3_large_100:32,16,16,8,8:2e-3::$TEACHER"
 fi
+# Two candidates since session 14 (fewer share the GPU faster: ~330 tiles/s each for two, ~200
+# for four); fr and p50 neither beat b1busy there. To add them back, append to CANDIDATES:
+#   fr:efficientnet-b1:128,64,32,16,8:5e-4:$TEACHER::unet-fullres
+#   p50:efficientnet-b1:128,64,32,16,8:5e-4:$PACK/p50.pt:$TEACHER   (pruned below when named)
 export CANDIDATES=${CANDIDATES:-"b1busy:efficientnet-b1:128,64,32,16,8:5e-4:$TEACHER:
-fr:efficientnet-b1:128,64,32,16,8:5e-4:$TEACHER::unet-fullres
-$LIGHT
-p50:efficientnet-b1:128,64,32,16,8:5e-4:$PACK/p50.pt:$TEACHER"}
+$LIGHT"}
+case "$CANDIDATES" in
+*"$PACK/p50.pt"*) "$PY" -m shared.cli prune "$TEACHER" --out "$PACK/p50.pt" --ratio 0.5 ;;
+esac
 export OUT
 PATH="$(dirname "$PY"):$PATH" exec trainer/gpu_sweep.sh
