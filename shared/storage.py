@@ -39,10 +39,13 @@ def _part_prefix(name: str) -> str:
     """The temporary-file prefix for target `name`: '.NAME.', or for a name too long to take
     the extra bytes, its first bytes and a hash of the whole (still one prefix per name, so
     _remove_stale_parts finds its leftovers)."""
-    if len(name.encode()) + _PART_EXTRA_BYTES <= NAME_MAX_BYTES:
+    raw = os.fsencode(name)             # the bytes on disk (undecodable names included)
+    if len(raw) + _PART_EXTRA_BYTES <= NAME_MAX_BYTES:
         return "." + name + "."
-    digest = hashlib.sha1(name.encode()).hexdigest()[:16]
-    head = name.encode()[:NAME_MAX_BYTES - _PART_EXTRA_BYTES - len(digest) - 1].decode(errors="ignore")
+    digest = hashlib.sha1(raw).hexdigest()[:16]
+    head = os.fsdecode(raw[:NAME_MAX_BYTES - _PART_EXTRA_BYTES - len(digest) - 1])
+    while head and not name.startswith(head):
+        head = head[:-1]                # a cut inside a character: keep whole characters
     return "." + head + "~" + digest + "."
 
 

@@ -141,7 +141,9 @@ def test_names_near_the_file_name_limit_are_written_and_their_stale_parts_cleane
     assert len(name.encode()) == 245
     dead = tmp_path / (storage._part_prefix(name) + "deadbeef.part")
     dead.write_bytes(b"left by a writer that died")
-    assert len(dead.name.encode()) <= storage.NAME_MAX_BYTES
+    assert len(os.fsencode(dead.name)) <= storage.NAME_MAX_BYTES and name.startswith(dead.name[1:100])
+    undecodable = os.fsdecode(b"\xff" * 240 + b".json")               # a name that is not UTF-8
+    assert len(os.fsencode(storage._part_prefix(undecodable) + "12345678.part")) <= storage.NAME_MAX_BYTES
     store.write(name, b"mask")
     assert os.listdir(tmp_path) == [name]
     assert (tmp_path / name).read_bytes() == b"mask"
