@@ -75,11 +75,10 @@ def load_summary(state, run):
     if summary is None and os.path.exists(os.path.join(run, "final.json")):
         with open(os.path.join(run, "final.json")) as f:
             summary = json.load(f)
-    if summary is None and "step" in state:
-        elapsed, tiles = state.get("elapsed"), state.get("tiles_seen")
-        summary = {"step": state["step"], "tiles_seen": tiles, "stopped_at_checkpoint": True,
-                   **({"minutes": elapsed / 60, "tiles_per_s": tiles / elapsed if elapsed and tiles else 0.0}
-                      if elapsed is not None else {})}
+    if summary is None and {"step", "elapsed", "tiles_seen"} <= set(state):
+        from .train import progress_summary
+        summary = {**progress_summary(state["step"], state["elapsed"], state["tiles_seen"]),
+                   "stopped_at_checkpoint": True}
     return summary or {}
 
 

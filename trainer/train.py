@@ -185,6 +185,13 @@ def plot_metrics(run):
     return path
 
 
+def progress_summary(step, elapsed, tiles_seen):
+    """How far a run got: the summary's progress fields (final.json, model.pt, a stopped
+    run's checkpoint read by export.load_summary)."""
+    return {"step": step, "minutes": elapsed / 60, "tiles_seen": tiles_seen,
+            "tiles_per_s": tiles_seen / elapsed if elapsed else 0.0}
+
+
 def prepare_pools(run, backgrounds, sprite_dir, tile, pool, valid_pool, seed, workers, echo=print,
                   busy_share=data.BUSY_SHARE, busy_texture=data.BUSY_TEXTURE):
     """Split backgrounds by scene and build (or reuse) the training and validation pools."""
@@ -568,9 +575,7 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
     best = result["best"]
     _log(run, {"step": step, "minutes": elapsed / 60, "final": True,
                **{f"valid_{k}": v for k, v in best.items()}})
-    summary = {"step": step, "minutes": elapsed / 60, "tiles_seen": tiles_seen,
-               "tiles_per_s": tiles_seen / elapsed if elapsed else 0.0,
-               "valid": best, "valid_curve": result["curve"]}
+    summary = {**progress_summary(step, elapsed, tiles_seen), "valid": best, "valid_curve": result["curve"]}
     if real_valid is not None:
         summary["valid_labelled"] = evaluate(net, real_valid, device, cfg["amp"])["best"]
     with open(os.path.join(run, "final.json"), "w") as f:
