@@ -83,6 +83,31 @@ def test_training_loss_and_validation_ignore_dont_care_pixels():
     assert best["precision"] == 1.0 and best["object_precision"] == 1.0 and best["object_recall"] == 1.0
 
 
+def test_hard_positives_weigh_the_missed_dust_and_ignore_dont_care():
+    import torch
+
+    from trainer import train
+    mask = np.zeros((1, 32, 32), np.uint8)
+    mask[0, 2:6, 2:6] = 255                                        # found
+    mask[0, 10:14, 10:14] = 255                                    # missed
+    mask[0, 20:28, 20:28] = 128
+    y, care = train.targets(mask)
+    logits = torch.full((1, 1, 32, 32), -4.0)
+    logits[..., 2:6, 2:6] = 4.0
+    # the hardest quarter of the 32 dust pixels are 8 of the 16 missed ones: BCE(-4 vs 1) each
+    expected = torch.nn.functional.softplus(torch.tensor(4.0))
+    assert torch.isclose(train.hard_positive_bce(logits, y, care), expected)
+    loud = logits.clone()
+    loud[..., 20:28, 20:28] = -9.0                                 # don't-care pixels are no positives
+    assert torch.isclose(train.hard_positive_bce(loud, y, care), expected)
+    found = logits.clone()
+    found[..., 10:14, 10:14] = 4.0
+    assert train.hard_positive_bce(found, y, care) < 0.05
+    assert train.hard_positive_bce(logits, torch.zeros_like(y), care) == 0
+    on = train.loss_fn(logits, y, care, hard_positive_weight=0.5)
+    assert torch.isclose(on - train.loss_fn(logits, y, care), 0.5 * expected)
+
+
 def test_evaluation_photos_are_never_training_backgrounds(tmp_path):
     for name in ("Path", "Autumn", "Kite"):
         folder = tmp_path / name / "contents" / "images"
@@ -434,6 +459,17 @@ def test_probe_pastes_dim_discs_and_counts_the_found_ones():
     half = mask.astype(np.float32) * (np.arange(probe.CROP)[None, :] < probe.CROP // 2)
     assert 0 < probe.found_share(half, mask) < 1
     assert probe.found_share(np.zeros(mask.shape, np.float32), mask) == 0.0
+
+
+def test_probe_gaps_put_near_black_discs_on_the_bright_part_of_a_crop():
+    from trainer import probe
+    crop = np.full((probe.CROP, probe.CROP, 3), 40, np.float32)
+    crop[:, probe.CROP // 2 + 8:] = 220                                # a bright gap on the right
+    dusty, mask = probe.paste_discs(crop, np.random.default_rng(2), shade=0.1, gaps=True)
+    ys, xs = np.nonzero(mask)
+    assert xs.min() > probe.CROP // 2 and dusty[mask].mean() < 60      # in the gap, near-black
+    labels = [label for label, _, _ in probe.conditions([0.0], [0.0, 1.5])]
+    assert labels == ["blur 0 noise 0", "blur 1.5 noise 0"]
 
 
 def test_full_resolution_branch_starts_as_its_unet_and_trains_alone(tmp_path):

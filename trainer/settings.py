@@ -20,6 +20,11 @@ EVAL_MINUTES = 15.0
 THREADS = 2
 WORKERS = 2                  # processes generating the pools
 SEED = 0
+# --hard-positives: weight of the mean BCE of the hardest HARD_POSITIVE_FRACTION of the dust
+# pixels, the mirror of the hard-negative term (trainer.train.hard_positive_bce). 0: off, as
+# every model up to 0.4.1 trained (session 15's experiment: trainer/README.md).
+HARD_POSITIVE_WEIGHT = 0.0
+HARD_POSITIVE_FRACTION = 0.25
 DISTILL_WEIGHT = 10.0        # --teacher: weight of the BCE against its probabilities (= the label BCE's)
 # Busy scenes (foliage, gravel: synth.scene_texture >= BUSY_TEXTURE) are where the networks
 # miss most: dustspot-unet 0.4.0 finds 10 % of synthetic dust on them against 66 % on smooth

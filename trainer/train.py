@@ -26,6 +26,7 @@ BCE_WEIGHT = 10.0            # sparse targets: BCE keeps every pixel honest, Dic
 POS_WEIGHT = 1.0
 HARD_NEGATIVE_FRACTION = 0.002   # ~130 px of a 256x256 tile: about the false-positive pixels of one tile
 HARD_NEGATIVE_WEIGHT = 0.2
+HARD_POSITIVE_WEIGHT, HARD_POSITIVE_FRACTION = settings.HARD_POSITIVE_WEIGHT, settings.HARD_POSITIVE_FRACTION
 LOG_STEPS = 25
 REAL_FRACTION = 0.5          # share of each batch drawn from labelled tiles, when there are any
 # Distillation (--teacher): BCE of the student's logits against the teacher's probabilities on
@@ -60,16 +61,34 @@ def hard_negative_bce(logits, target, care, fraction=HARD_NEGATIVE_FRACTION):
     return torch.topk(neg, k, sorted=False).values.mean()
 
 
-def loss_fn(logits, target, care=None, bce_weight=BCE_WEIGHT, pos_weight=POS_WEIGHT):
-    """BCE + Dice + hard negatives over the pixels that count (care = 0 on dust too faint to see)."""
+def hard_positive_bce(logits, target, care, fraction=HARD_POSITIVE_FRACTION):
+    """Mean BCE of the hardest `fraction` of the dust pixels: the mirror of hard_negative_bce.
+    Mining negatives alone makes dust that resembles the scene around it (a dark speck among
+    sharp branches) cheaper to give up than to find: every model up to 0.4.1 finds near-black
+    discs in a busy scene's bright gaps only once that scene is blurred (trainer.probe --gaps)."""
+    pos = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits), reduction="none")
+    pos = pos[(target * care) > 0.5]
+    if pos.numel() == 0:
+        return logits.sum() * 0
+    k = max(1, int(pos.numel() * fraction))
+    return torch.topk(pos, k, sorted=False).values.mean()
+
+
+def loss_fn(logits, target, care=None, bce_weight=BCE_WEIGHT, pos_weight=POS_WEIGHT,
+            hard_positive_weight=HARD_POSITIVE_WEIGHT):
+    """BCE + Dice + hard negatives (+ hard positives) over the pixels that count (care = 0 on
+    dust too faint to see)."""
     logits = logits.float()
     if care is None:
         care = torch.ones_like(target)
     bce = F.binary_cross_entropy_with_logits(
         logits, target, weight=care, pos_weight=torch.tensor(pos_weight, device=logits.device),
         reduction="sum") / care.sum().clamp(min=1)
-    return (bce_weight * bce + dice_loss(logits, target, care)
+    loss = (bce_weight * bce + dice_loss(logits, target, care)
             + HARD_NEGATIVE_WEIGHT * hard_negative_bce(logits, target, care))
+    if hard_positive_weight:
+        loss = loss + hard_positive_weight * hard_positive_bce(logits, target, care)
+    return loss
 
 
 def distill_loss(logits, teacher_prob):
@@ -297,6 +316,7 @@ def _in_force(cfg):
             "--distill-weight": cfg.get("distill_weight"), "--freeze-init": bool(cfg.get("freeze_init")),
             "--busy-share": cfg.get("busy_share", data.BUSY_SHARE),
             "--busy-texture": cfg.get("busy_texture", data.BUSY_TEXTURE),
+            "--hard-positives": cfg.get("hard_positive_weight", 0.0),
             "BACKGROUNDS": cfg.get("backgrounds")}
 
 
@@ -334,7 +354,8 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
           checkpoint_minutes=CHECKPOINT_MINUTES, eval_minutes=EVAL_MINUTES, command=None,
           echo=print, datasets=(), real_fraction=REAL_FRACTION, init=None, stop_minutes=None,
           teacher=None, distill_weight=DISTILL_WEIGHT, freeze_init=False, given=None, warn=None,
-          busy_share=data.BUSY_SHARE, busy_texture=data.BUSY_TEXTURE):
+          busy_share=data.BUSY_SHARE, busy_texture=data.BUSY_TEXTURE,
+          hard_positive_weight=HARD_POSITIVE_WEIGHT):
     """Train (or with resume, continue) the run in folder `run`. Everything that can be checked
     without building the tile pools (the run folder, the checkpoint or --init and the network
     they hold, --teacher, --batch against --pool) is checked first; a TrainError says what and why.
@@ -405,7 +426,10 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
                "datasets": [os.path.abspath(d) for d in datasets], "real_fraction": real_fraction,
                "init": init, "freeze_init": bool(init and freeze_init),
                "teacher": teacher, "distill_weight": distill_weight if teacher else None,
-               "busy_share": busy_share, "busy_texture": busy_texture}
+               "busy_share": busy_share, "busy_texture": busy_texture,
+               "hard_positive_weight": hard_positive_weight}
+        if hard_positive_weight:
+            cfg["loss"] += f" + {hard_positive_weight:g}*BCE(hardest {HARD_POSITIVE_FRACTION:.0%} of dust)"
         if teacher:
             cfg["loss"] += f" + {distill_weight:g}*BCE(teacher probability)"
 
@@ -539,7 +563,7 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
             if teacher_net is not None:
                 with torch.no_grad():
                     teacher_prob = teacher_net(x)
-        loss = loss_fn(logits, y, care)
+        loss = loss_fn(logits, y, care, hard_positive_weight=cfg.get("hard_positive_weight", 0.0))
         if teacher_net is not None:
             loss = loss + cfg["distill_weight"] * distill_loss(logits, teacher_prob)
         opt.zero_grad(set_to_none=True)

@@ -57,10 +57,13 @@ def _command_line(name):
               help="share of training tile chunks cut from busy photos (on top of their uniform share)")
 @click.option("--busy-texture", default=settings.BUSY_TEXTURE, show_default=True, type=click.FloatRange(0),
               help="how busy a photo must be to count as busy (trainer.synth.scene_texture)")
+@click.option("--hard-positives", "hard_positive_weight", default=settings.HARD_POSITIVE_WEIGHT,
+              show_default=True, type=click.FloatRange(0),
+              help="weight of the BCE of the hardest quarter of the dust pixels (0: off)")
 def train(backgrounds, run_dir, sprites, tile, batch, steps, minutes, lr, arch, encoder,
           decoder_channels, pool, valid_pool, threads, workers, seed, device, amp, resume,
           checkpoint_minutes, eval_minutes, datasets, init, stop_minutes, real_fraction, teacher,
-          distill_weight, freeze_init, busy_share, busy_texture):
+          distill_weight, freeze_init, busy_share, busy_texture, hard_positive_weight):
     """Train on synthetic dust composited onto BACKGROUNDS (image files or folders).
 
     With --resume the run goes on as it was configured: flags given that differ from its
@@ -82,7 +85,8 @@ def train(backgrounds, run_dir, sprites, tile, batch, steps, minutes, lr, arch, 
                   "decoder_channels": decoder, "pool": pool, "valid_pool": valid_pool, "seed": seed,
                   "sprites": sprites, "init": init, "datasets": list(datasets), "teacher": teacher,
                   "real_fraction": real_fraction, "distill_weight": distill_weight, "freeze_init": freeze_init,
-                  "busy_share": busy_share, "busy_texture": busy_texture}
+                  "busy_share": busy_share, "busy_texture": busy_texture,
+                  "hard_positive_weight": hard_positive_weight}
         for param in ctx.command.params:
             if param.name in values and ctx.get_parameter_source(param.name) in (
                     click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT):
@@ -94,7 +98,8 @@ def train(backgrounds, run_dir, sprites, tile, batch, steps, minutes, lr, arch, 
                        checkpoint_minutes, eval_minutes, command=_command_line("train"),
                        echo=click.echo, datasets=datasets, real_fraction=real_fraction,
                        init=init, stop_minutes=stop_minutes, teacher=teacher, distill_weight=distill_weight,
-                       freeze_init=freeze_init, busy_share=busy_share, busy_texture=busy_texture, given=given, warn=lambda message: click.echo(message, err=True))
+                       freeze_init=freeze_init, busy_share=busy_share, busy_texture=busy_texture,
+                       hard_positive_weight=hard_positive_weight, given=given, warn=lambda message: click.echo(message, err=True))
     except DustspotError as exc:
         raise click.ClickException(str(exc)) from None
 
