@@ -466,7 +466,7 @@ def test_probe_gaps_put_near_black_discs_on_the_bright_part_of_a_crop():
     crop = np.full((probe.CROP, probe.CROP, 3), 40, np.float32)
     crop[:, probe.CROP // 2 + 8:] = 220                                # a bright gap on the right
     dusty, mask = probe.paste_discs(crop, np.random.default_rng(2), shade=0.1, gaps=True)
-    ys, xs = np.nonzero(mask)
+    _, xs = np.nonzero(mask)
     assert xs.min() > probe.CROP // 2 and dusty[mask].mean() < 60      # in the gap, near-black
     labels = [label for label, _, _ in probe.conditions([0.0], [0.0, 1.5])]
     assert labels == ["blur 0 noise 0", "blur 1.5 noise 0"]
