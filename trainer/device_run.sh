@@ -7,9 +7,12 @@
 # --frames ...`, then score on realdust-dev and `dustspot bench` (trainer/README.md).
 #
 # The candidates (session 9's plan, issues 3 and 5; session 14 took the teacher off b1busy, since
-# 0.4.0 misses the busy-scene dust it is there to learn, and tried fr; the defaults are now
-# b1busy and the student):
+# 0.4.0 misses the busy-scene dust it is there to learn, and tried fr; session 15 made the
+# defaults b1busy and b1hard, the student is one line away):
 #   b1busy  0.4.0's network on today's generator (busy scenes, dim forest floors), GPU scale
+#   b1hard  the same with `--hard-positives 0.5`: the one change that lifted the response to
+#           realdust-dev's scan01 dust off the background's (session 15, 65 CPU minutes:
+#           median peak 0.004 -> 0.12), with b1busy as its control
 #   fr      the same with unet-fullres's stride-1 detail branch (trainer/README.md), trained with
 #           the whole network (session 7 trained it frozen on 2 cores: no change; session 14 on
 #           the GPU: as b1busy)
@@ -50,11 +53,12 @@ else
     LIGHT="mnv3l:tu-mobilenetv3_large_100:32,16,16,8,8:2e-3::$TEACHER"
 fi
 # Two candidates since session 14 (fewer share the GPU faster: ~330 tiles/s each for two, ~200
-# for four); fr and p50 neither beat b1busy there. To add them back, append to CANDIDATES:
+# for four); fr and p50 neither beat b1busy there. To add them (or the student, $LIGHT) back,
+# append to CANDIDATES:
 #   fr:efficientnet-b1:128,64,32,16,8:5e-4:$TEACHER::unet-fullres
 #   p50:efficientnet-b1:128,64,32,16,8:5e-4:$PACK/p50.pt:$TEACHER   (pruned below when named)
 export CANDIDATES=${CANDIDATES:-"b1busy:efficientnet-b1:128,64,32,16,8:5e-4:$TEACHER:
-$LIGHT"}
+b1hard:efficientnet-b1:128,64,32,16,8:5e-4:$TEACHER:::0.5"}
 case "$CANDIDATES" in
 *"$PACK/p50.pt"*) "$PY" -m shared.cli prune "$TEACHER" --out "$PACK/p50.pt" --ratio 0.5 ;;
 esac

@@ -7,9 +7,9 @@
 #
 #   BACKGROUNDS="photos1 photos2" SPRITES=... trainer/gpu_sweep.sh
 #
-# Candidates: NAME:ENCODER:DECODER:LR[:INIT[:TEACHER[:ARCH]]], one per line of CANDIDATES (TEACHER:
-# weights to distil from, `dustspot train --teacher`; ARCH: `--arch`, unet when empty; INIT and
-# TEACHER may be empty).  Every run gets the
+# Candidates: NAME:ENCODER:DECODER:LR[:INIT[:TEACHER[:ARCH[:HARD_POSITIVES]]]], one per line of
+# CANDIDATES (TEACHER: weights to distil from, `dustspot train --teacher`; ARCH: `--arch`, unet
+# when empty; HARD_POSITIVES: `--hard-positives`, off when empty; INIT and TEACHER may be empty).  Every run gets the
 # same training time, fitted to DEADLINE_S (seconds from the start, pool generation included).
 # Each run folder ends with model.pt, final.json, metrics.jsonl and metrics.png, as `dustspot
 # train` leaves them; OUT (if set) also receives <name>.pt (fp16 weights) and logs.tgz.
@@ -60,7 +60,7 @@ LEFT=$(( DEADLINE_S - ($(date +%s) - START) - RESERVE_S ))
 MINUTES=$(python3 -c "print(max(0.5, $LEFT / 60))")
 echo "training each candidate for $MINUTES min"
 PIDS=()
-while IFS=: read -r NAME ENCODER DECODER LR INIT TEACHER ARCH; do
+while IFS=: read -r NAME ENCODER DECODER LR INIT TEACHER ARCH HARD_POSITIVES; do
     [ -n "$NAME" ] || continue
     RUN="$SWEEP/$NAME"
     mkdir -p "$RUN"
@@ -70,6 +70,7 @@ while IFS=: read -r NAME ENCODER DECODER LR INIT TEACHER ARCH; do
     [ -n "${INIT:-}" ] && EXTRA+=(--init "$INIT")
     [ -n "${TEACHER:-}" ] && EXTRA+=(--teacher "$TEACHER")
     [ -n "${ARCH:-}" ] && EXTRA+=(--arch "$ARCH")
+    [ -n "${HARD_POSITIVES:-}" ] && EXTRA+=(--hard-positives "$HARD_POSITIVES")
     python3 -m shared.cli train "${BG[@]}" --run "$RUN" "${COMMON[@]}" --encoder "$ENCODER" \
         --decoder-channels "$DECODER" --lr "$LR" --minutes "$MINUTES" --threads 3 --workers 1 \
         --device "${DEVICE:-cuda}" --eval-minutes 1000 --checkpoint-minutes 2 "${EXTRA[@]}" < /dev/null > "$RUN/train.log" 2>&1 &
