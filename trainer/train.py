@@ -47,6 +47,14 @@ def dice_loss(logits, target, care, eps=1.0):
     return 1 - (2 * inter + eps) / (p.sum() + target.sum() + eps)
 
 
+def _hardest_mean(losses, fraction, logits):
+    """Mean of the largest `fraction` of `losses` (at least one); 0, still in the graph, when empty."""
+    if losses.numel() == 0:
+        return logits.sum() * 0
+    k = max(1, int(losses.numel() * fraction))
+    return torch.topk(losses, k, sorted=False).values.mean()
+
+
 def hard_negative_bce(logits, target, care, fraction=HARD_NEGATIVE_FRACTION):
     """Mean BCE of the hardest `fraction` of background pixels (online hard-example mining,
     Shrivastava et al. 2016): stars, glints and texture are a tiny share of all background
@@ -54,11 +62,7 @@ def hard_negative_bce(logits, target, care, fraction=HARD_NEGATIVE_FRACTION):
     neg = F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="none")
     # pixels within 3 px of dust are soft edges, not hard negatives; don't-care pixels are neither
     near_dust = F.max_pool2d(torch.maximum(target, 1 - care), 7, stride=1, padding=3)
-    neg = neg[near_dust < 0.5]
-    if neg.numel() == 0:
-        return logits.sum() * 0
-    k = max(1, int(neg.numel() * fraction))
-    return torch.topk(neg, k, sorted=False).values.mean()
+    return _hardest_mean(neg[near_dust < 0.5], fraction, logits)
 
 
 def hard_positive_bce(logits, target, care, fraction=HARD_POSITIVE_FRACTION):
@@ -67,11 +71,7 @@ def hard_positive_bce(logits, target, care, fraction=HARD_POSITIVE_FRACTION):
     sharp branches) cheaper to give up than to find: every model up to 0.4.1 finds near-black
     discs in a busy scene's bright gaps only once that scene is blurred (trainer.probe --gaps)."""
     pos = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits), reduction="none")
-    pos = pos[(target * care) > 0.5]
-    if pos.numel() == 0:
-        return logits.sum() * 0
-    k = max(1, int(pos.numel() * fraction))
-    return torch.topk(pos, k, sorted=False).values.mean()
+    return _hardest_mean(pos[(target * care) > 0.5], fraction, logits)
 
 
 def loss_fn(logits, target, care=None, bce_weight=BCE_WEIGHT, pos_weight=POS_WEIGHT,
