@@ -472,6 +472,15 @@ def test_probe_gaps_put_near_black_discs_on_the_bright_part_of_a_crop():
     assert labels == ["blur 0 noise 0", "blur 1.5 noise 0"]
 
 
+def test_probe_names_a_malformed_number_list(capsys):
+    from trainer import probe
+    with pytest.raises(SystemExit) as exit_info:
+        probe.main(["weights.pt", "image.jpg", "--blur", "0,1.5x"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--blur" in err and "'0,1.5x' is not a comma-separated list of numbers" in err
+
+
 def test_full_resolution_branch_starts_as_its_unet_and_trains_alone(tmp_path):
     """unet-fullres warm-started from a plain Unet: the same output at first; with --freeze-init
     only the branch learns (weights and batch-norm statistics of the Unet stay put); exports to IR."""

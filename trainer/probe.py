@@ -89,15 +89,19 @@ def probe(net, image, noises, crops, rng, blurs=(0.0,), shade=SHADE, gaps=False)
 
 
 def _floats(text):
-    return [float(v) for v in text.split(",")]
+    """A comma-separated list of numbers (an argparse type: a bad one is a usage error)."""
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("weights")
     ap.add_argument("images", nargs="+")
-    ap.add_argument("--noise", default="0,8,14", help="noise std under the dust, comma-separated")
-    ap.add_argument("--blur", default="0", help="Gaussian blur of the scene (working px), comma-separated")
+    ap.add_argument("--noise", type=_floats, default="0,8,14", help="noise std under the dust, comma-separated")
+    ap.add_argument("--blur", type=_floats, default="0", help="Gaussian blur of the scene (working px), comma-separated")
     ap.add_argument("--shade", type=float, default=SHADE, help="disc tone, x the luma under it")
     ap.add_argument("--gaps", action="store_true", help="discs in the crop's bright gaps")
     ap.add_argument("--crops", type=int, default=3)
@@ -110,7 +114,7 @@ def main(argv=None):
         image = cv2.imread(path, cv2.IMREAD_COLOR)
         if image is None:
             raise SystemExit(f"{path}: not a readable image")
-        for row in probe(net, image, _floats(args.noise), args.crops, rng, _floats(args.blur), args.shade, args.gaps):
+        for row in probe(net, image, args.noise, args.crops, rng, args.blur, args.shade, args.gaps):
             found = "  ".join(f"{label}: {share:.2f}" for label, share in row["found"].items())
             print(f"{path} @ {row['y']},{row['x']}: luma {row['luma']:.0f}, high-pass {row['high_pass']:.1f}; "
                   f"found {found}")
