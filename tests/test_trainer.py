@@ -266,6 +266,48 @@ def run(args, env=None):
     return res
 
 
+def test_a_run_trains_on_the_written_part_of_a_pool_another_process_is_filling(tmp_path, monkeypatch):
+    from trainer import data
+    backgrounds = tmp_path / "backgrounds"
+    backgrounds.mkdir()
+    for i in range(4):
+        cv2.imwrite(str(backgrounds / f"photo{i}.jpg"), textured(300, 400, seed=i))
+    pool = tmp_path / "run" / "pool-train"
+    release = tmp_path / "release"
+    # the filler (as trainer/gpu_sweep.sh runs it) holds after its first chunk until released
+    filler = subprocess.Popen([sys.executable, "-c", f"""
+import os, time
+from trainer import data, synth
+make_sample, made = synth.make_sample, []
+def held(*args, **kwargs):
+    while len(made) == data.SAMPLES_PER_BACKGROUND and not os.path.exists({str(release)!r}):
+        time.sleep(0.1)
+    made.append(1)
+    return make_sample(*args, **kwargs)
+synth.make_sample = held
+paths = synth.load_backgrounds([{str(backgrounds)!r}])
+data.build_pool({str(pool)!r}, paths, 96, 64, seed=3, workers=1)
+"""])
+    try:
+        res = run(["train", str(backgrounds), "--run", str(tmp_path / "run"), "--size", "64", "--batch", "4",
+                   "--steps", "3", "--pool", "96", "--valid-pool", "24", "--threads", "1", "--workers", "1",
+                   "--decoder-channels", "16,8,8,8,8", "--eval-minutes", "100", "--growing-pool"])
+        assert filler.poll() is None and data.ready_tiles(str(pool)) == data.SAMPLES_PER_BACKGROUND
+        config = json.loads((tmp_path / "run" / "config.json").read_text())
+        assert config["data"]["growing_pool"] and config["data"]["train_tiles_at_start"] == data.SAMPLES_PER_BACKGROUND
+        assert json.loads((tmp_path / "run" / "final.json").read_text())["step"] == 3, res.stdout
+        release.touch()
+        assert filler.wait(timeout=300) == 0
+    finally:
+        filler.kill()
+    assert data.ready_tiles(str(pool)) == 96 and data.pool_meta(str(pool))["count"] == 96
+    # a run that would wait for a pool nobody fills says so
+    from trainer import train as training
+    monkeypatch.setattr(training, "GROWING_POOL_WAIT_S", 0.5)
+    with pytest.raises(training.TrainError, match="--growing-pool: .*nobody.*0 tiles written.*fewer than the 4"):
+        training.prepare_pools(str(tmp_path / "nobody"), [str(backgrounds)], None, 64, 96, 24, 3, 1, growing=4)
+
+
 def test_train_export_publish_segment(tmp_path):
     from shared.cvat import write_export
     backgrounds = tmp_path / "backgrounds"

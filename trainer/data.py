@@ -7,6 +7,7 @@ flip/rotate augmentation) gives more steps per hour.  numpy + OpenCV only.
 import hashlib
 import json
 import os
+import time
 from multiprocessing import get_context
 
 import numpy as np
@@ -14,6 +15,10 @@ import numpy as np
 from . import settings, synth
 
 SAMPLES_PER_BACKGROUND = 24      # tiles cut from one decoded background (decode is the slow part)
+# While build_pool fills a pool, this file holds how many tiles from the start are written: a
+# run given --growing-pool trains on that prefix meanwhile (trainer/gpu_sweep.sh: on a lent GPU
+# the pool took a third of the time, session 14). Chunks are collected in order, so it only grows.
+READY_FILE = "ready"
 VALID_EVERY = 6                  # about one scene (photo) in VALID_EVERY goes to validation
 BUSY_TEXTURE, BUSY_SHARE = settings.BUSY_TEXTURE, settings.BUSY_SHARE   # --busy-texture, --busy-share
 
@@ -89,8 +94,10 @@ def build_pool(folder, backgrounds, count, size, seed, sprite_dir=None, workers=
         stored = pool_meta(folder)
         stored.pop("busy_backgrounds", None)          # an outcome of the build, not an input
         if stored == meta:
+            _mark_ready(folder, count)
             return load_pool(folder)
         os.remove(meta_path)
+    _mark_ready(folder, 0)
     _arrays(folder, count, size, "w+")
     chunks = range((count + SAMPLES_PER_BACKGROUND - 1) // SAMPLES_PER_BACKGROUND)
     with (get_context("spawn").Pool(workers) if workers > 1 else _Serial()) as pool:
@@ -100,7 +107,10 @@ def build_pool(folder, backgrounds, count, size, seed, sprite_dir=None, workers=
             raise ValueError(f"{folder}: none of the {len(backgrounds)} background photos decodes")
         busy = [p for p, t in zip(backgrounds, textures) if t is not None and t >= busy_texture]
         jobs = [(folder, count, size, seed, c, readable, busy, busy_share, sprite_dir) for c in chunks]
-        for n in pool.imap_unordered(_fill_chunk, jobs):
+        ready = 0
+        for n in pool.imap(_fill_chunk, jobs):
+            ready += n
+            _mark_ready(folder, ready)
             progress and progress(n)
     meta["busy_backgrounds"] = sorted({synth.scene_name(p) for p in busy})
     with open(meta_path, "w") as f:
@@ -108,8 +118,40 @@ def build_pool(folder, backgrounds, count, size, seed, sprite_dir=None, workers=
     return load_pool(folder)
 
 
+def _mark_ready(folder, tiles):
+    part = os.path.join(folder, READY_FILE + ".part")
+    with open(part, "w") as f:
+        f.write(str(tiles))
+    os.replace(part, os.path.join(folder, READY_FILE))     # a reader never sees half a number
+
+
+def ready_tiles(folder):
+    """How many tiles of the pool in `folder` can be trained on now: all of a complete pool, the
+    prefix written so far of one that build_pool (in another process) is still filling, else 0."""
+    meta = pool_meta(folder)
+    if meta:
+        return int(meta["count"])
+    try:
+        with open(os.path.join(folder, READY_FILE)) as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 0
+
+
+def wait_for_pool(folder, tiles, timeout_s, poll_s=1.0):
+    """The pool in `folder` (as load_pool) once at least `tiles` of it are written; a ValueError
+    naming the folder when that takes longer than timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while ready_tiles(folder) < tiles:
+        if time.monotonic() > deadline:
+            raise ValueError(f"{folder}: {ready_tiles(folder)} tiles written after {timeout_s:g} s, "
+                             f"fewer than the {tiles} needed to start (is its build_pool running?)")
+        time.sleep(poll_s)
+    return load_pool(folder)
+
+
 class _Serial:
-    """multiprocessing.Pool's map / imap_unordered in this process (workers=1)."""
+    """multiprocessing.Pool's map / imap in this process (workers=1)."""
 
     def __enter__(self):
         return self
@@ -120,7 +162,7 @@ class _Serial:
     def map(self, fn, items):
         return [fn(item) for item in items]
 
-    def imap_unordered(self, fn, items):
+    def imap(self, fn, items):
         return (fn(item) for item in items)
 
 

@@ -22,7 +22,11 @@
 #           without them); MobileNetV3-Large (mnv3l) where the image's timm lacks MobileNetV4
 #   p50     0.4.0 pruned by half (`dustspot prune`), distilled from 0.4.0
 # With DEADLINE_S=470 the 24,000-tile pool took 160 s on the H200's 16 cores (session 14) and each
-# candidate trained 3.4 min.
+# candidate trained 3.4 min.  Since session 16 the candidates start once START_TILES are written
+# and train while the pool goes on filling (gpu_sweep.sh; `dustspot train --growing-pool`), so
+# POOL is a ceiling: ~150 tiles/s on 14 cores fill 60,000 in about the whole run (15.7 GB of
+# memory-mapped tiles on the 64 GiB disk).  Busy scenes get half the chunks (BUSY_SHARE 0.5,
+# BUSY_TEXTURE 5.0, as session 14 passed them by hand).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PACK=${PACK:-runs/device}
@@ -43,7 +47,9 @@ TEACHER=$PACK/dustspot-unet-0.4.0.pt
 export BACKGROUNDS=${BACKGROUNDS:-"$PACK/wallpapers/bg/wallpapers $PACK/mate/bg/backgrounds $PACK/more/bg/backgrounds"}
 export SPRITES=${SPRITES:-$PACK/sprites}
 export SWEEP=${SWEEP:-runs/device-sweep}
-export POOL=${POOL:-24000}
+export POOL=${POOL:-60000}
+export BUSY_SHARE=${BUSY_SHARE:-0.5}
+export BUSY_TEXTURE=${BUSY_TEXTURE:-5.0}
 export SEED=${SEED:-12}
 export DEADLINE_S=${DEADLINE_S:-480}
 if "$PY" -c 'import sys, timm; sys.exit(not timm.list_models("mobilenetv4_conv_small"))' 2>/dev/null; then

@@ -28,6 +28,8 @@ HARD_NEGATIVE_FRACTION = 0.002   # ~130 px of a 256x256 tile: about the false-po
 HARD_NEGATIVE_WEIGHT = 0.2
 HARD_POSITIVE_WEIGHT, HARD_POSITIVE_FRACTION = settings.HARD_POSITIVE_WEIGHT, settings.HARD_POSITIVE_FRACTION
 LOG_STEPS = 25
+GROWING_POOL_WAIT_S = 600    # --growing-pool: how long to wait for the first batch's tiles
+GROWING_POOL_REFRESH_STEPS = 10   # ... and how often to look for more
 REAL_FRACTION = 0.5          # share of each batch drawn from labelled tiles, when there are any
 # Distillation (--teacher): BCE of the student's logits against the teacher's probabilities on
 # every pixel (don't-care ones included: the teacher has an opinion there), at the weight of the
@@ -212,16 +214,25 @@ def progress_summary(step, elapsed, tiles_seen):
 
 
 def prepare_pools(run, backgrounds, sprite_dir, tile, pool, valid_pool, seed, workers, echo=print,
-                  busy_share=data.BUSY_SHARE, busy_texture=data.BUSY_TEXTURE):
-    """Split backgrounds by scene and build (or reuse) the training and validation pools."""
+                  busy_share=data.BUSY_SHARE, busy_texture=data.BUSY_TEXTURE, growing=0):
+    """Split backgrounds by scene and build (or reuse) the training and validation pools.
+    growing: another process is filling run/pool-train (--growing-pool): wait until this many of
+    its tiles are written instead of building it."""
     paths = synth.load_backgrounds(backgrounds)
     if data.count_scenes(paths) < 2:
         raise TrainError("need background photos of at least 2 scenes (one goes to validation)")
     train_bg, valid_bg = data.split_backgrounds(paths)
     from tqdm import tqdm
     pools = {}
+    if growing:
+        try:
+            pools["train"] = data.wait_for_pool(os.path.join(run, "pool-train"), growing, GROWING_POOL_WAIT_S)
+        except ValueError as exc:
+            raise TrainError(f"--growing-pool: {exc}") from None
     for name, bgs, count, s, share in (("valid", valid_bg, valid_pool, seed + 1, 0.0),
                                        ("train", train_bg, pool, seed, busy_share)):
+        if name in pools:
+            continue
         with tqdm(total=count, desc=f"synth {name}", file=sys.stderr) as bar:
             pools[name] = data.build_pool(os.path.join(run, f"pool-{name}"), bgs, count, tile, s,
                                           sprite_dir, workers, bar.update, busy_share=share,
@@ -355,10 +366,13 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
           echo=print, datasets=(), real_fraction=REAL_FRACTION, init=None, stop_minutes=None,
           teacher=None, distill_weight=DISTILL_WEIGHT, freeze_init=False, given=None, warn=None,
           busy_share=data.BUSY_SHARE, busy_texture=data.BUSY_TEXTURE,
-          hard_positive_weight=HARD_POSITIVE_WEIGHT):
+          hard_positive_weight=HARD_POSITIVE_WEIGHT, growing_pool=False):
     """Train (or with resume, continue) the run in folder `run`. Everything that can be checked
     without building the tile pools (the run folder, the checkpoint or --init and the network
     they hold, --teacher, --batch against --pool) is checked first; a TrainError says what and why.
+
+    growing_pool: the run's pool-train is still being filled by another process (trainer/gpu_sweep.sh
+    links it in): start once a batch of it is written and draw from what is written so far.
 
     On resume the run's configuration is in force: `given` ({"--batch": 8, ...}, the flags given
     on the command line) that differ from it are reported through `warn` (stderr). The budget
@@ -488,7 +502,10 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
     pools, train_bg, valid_bg = prepare_pools(run, cfg["backgrounds"], cfg["sprites"], cfg["tile"],
                                               cfg["pool"], cfg["valid_pool"], cfg["seed"], workers, echo,
                                               cfg.get("busy_share", data.BUSY_SHARE),
-                                              cfg.get("busy_texture", data.BUSY_TEXTURE))
+                                              cfg.get("busy_texture", data.BUSY_TEXTURE),
+                                              growing=max(1, synthetic_per_batch) if growing_pool else 0)
+    train_folder = os.path.join(run, "pool-train")
+    ready = data.ready_tiles(train_folder) if growing_pool else len(pools["train"][0])
     if state is None:
         cfg["data"] = {"generator": "trainer.synth.make_sample",
                        "generator_sha1": data.file_sha1(synth.__file__),
@@ -498,7 +515,8 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
                        "busy_texture": cfg.get("busy_texture", data.BUSY_TEXTURE),
                        "busy_train_scenes": data.pool_meta(os.path.join(run, "pool-train"))
                        .get("busy_backgrounds", []),
-                       "train": data.describe_pool(pools["train"][1]),
+                       "growing_pool": bool(growing_pool), "train_tiles_at_start": int(ready),
+                       "train": data.describe_pool(pools["train"][1][:ready]),
                        "valid": data.describe_pool(pools["valid"][1])}
         with open(os.path.join(run, "config.json"), "w") as f:
             json.dump(cfg, f, indent=2)
@@ -548,7 +566,9 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
         t0 = time.time()
         for g in opt.param_groups:
             g["lr"] = lr_at(progress(), step, cfg["lr"])
-        idx = np.sort(rng.choice(len(images), cfg["batch"] - real_per_batch, replace=False))
+        if ready < len(images) and step % GROWING_POOL_REFRESH_STEPS == 0:
+            ready = data.ready_tiles(train_folder)
+        idx = np.sort(rng.choice(ready, synthetic_per_batch, replace=False))
         batch_images, batch_masks = np.asarray(images[idx]), np.asarray(masks[idx])
         if real_per_batch:
             pick = rng.choice(len(real[0]), real_per_batch, replace=len(real[0]) < real_per_batch)
