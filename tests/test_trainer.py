@@ -72,6 +72,10 @@ def test_training_loss_and_validation_ignore_dont_care_pixels():
     mask[0, 4:8, 4:8] = 255
     mask[0, 20:28, 20:28] = 128
     y, care = train.targets(mask)
+    dust, cares = validate.truth(mask)                            # the rule the scores use
+    assert torch.equal(y[:, 0].bool(), torch.from_numpy(dust)) and torch.equal(care[:, 0].bool(), torch.from_numpy(cares))
+    on_device = train.targets(torch.from_numpy(mask))              # as the training loop sends them
+    assert torch.equal(on_device[0], y) and torch.equal(on_device[1], care) and y.dtype == torch.float32
     logits = torch.full((1, 1, 32, 32), -4.0)
     logits[..., 4:8, 4:8] = 4.0
     loud = logits.clone()

@@ -130,10 +130,10 @@ class OpenVinoTeacher:
 
 
 def targets(masks):
-    """(dust, care) float tensors [N,1,H,W] from truth masks (255 dust, 128 don't care, 0 clean)."""
-    dust, care = validate.truth(masks)
-    return (torch.from_numpy(dust[:, None].astype(np.float32)),
-            torch.from_numpy(care[:, None].astype(np.float32)))
+    """(dust, care) float tensors [N,1,H,W] from truth masks (255 dust, 128 don't care, 0 clean:
+    validate.truth's rule), on the masks' device when they are a tensor."""
+    m = torch.as_tensor(masks)[:, None]
+    return (m > validate.DUST_MIN).float(), (m != validate.DONT_CARE).float()
 
 
 def lr_at(progress, step, base_lr, warmup=WARMUP_STEPS):
@@ -574,10 +574,11 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
             pick = rng.choice(len(real[0]), real_per_batch, replace=len(real[0]) < real_per_batch)
             batch_images = np.concatenate([batch_images, real[0][pick]])
             batch_masks = np.concatenate([batch_masks, real[1][pick]])
-        x = torch.from_numpy(np.ascontiguousarray(batch_images)).permute(0, 3, 1, 2).float() / 255.0
-        y, care = targets(batch_masks)
+        # the batch travels as bytes and becomes floats, targets and rotations on the device: on a
+        # GPU the one CPU thread that assembled float batches was the bound (session 14)
+        x = torch.from_numpy(np.ascontiguousarray(batch_images)).to(device).permute(0, 3, 1, 2).float() / 255.0
+        y, care = targets(torch.from_numpy(np.ascontiguousarray(batch_masks)).to(device))
         x, y, care = augment(rng, x, y, care)
-        x, y, care = x.to(device), y.to(device), care.to(device)
         with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=cfg["amp"]):
             logits = net(x)
             if teacher_net is not None:

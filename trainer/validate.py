@@ -5,6 +5,8 @@ import torch
 
 from .synth import DONT_CARE
 
+DUST_MIN = 200          # truth values above this are dust (255; 128 is don't care)
+
 THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.1, 0.91, 0.05))
 BATCH = 32
 
@@ -32,7 +34,7 @@ def _objects(binary):
 def truth(mask):
     """(dust, care) booleans of a truth mask: 255 dust, 128 don't care, 0 clean."""
     mask = np.asarray(mask)
-    return mask > 200, mask != DONT_CARE
+    return mask > DUST_MIN, mask != DONT_CARE
 
 
 def object_scores(prob, masks, threshold):
