@@ -130,10 +130,10 @@ class OpenVinoTeacher:
 
 
 def targets(masks):
-    """(dust, care) float tensors [N,1,H,W] from truth masks (255 dust, 128 don't care, 0 clean:
-    validate.truth's rule), on the masks' device when they are a tensor."""
-    m = torch.as_tensor(masks)[:, None]
-    return (m > validate.DUST_MIN).float(), (m != validate.DONT_CARE).float()
+    """(dust, care) float tensors [N,1,H,W] from truth masks (255 dust, 128 don't care, 0 clean),
+    on the masks' device when they are a tensor."""
+    dust, care = validate.truth(torch.as_tensor(masks)[:, None])
+    return dust.float(), care.float()
 
 
 def lr_at(progress, step, base_lr, warmup=WARMUP_STEPS):

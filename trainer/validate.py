@@ -32,8 +32,10 @@ def _objects(binary):
 
 
 def truth(mask):
-    """(dust, care) booleans of a truth mask: 255 dust, 128 don't care, 0 clean."""
-    mask = np.asarray(mask)
+    """(dust, care) booleans of a truth mask (an array, or a torch tensor on any device: the
+    training loop's targets): 255 dust, 128 don't care, 0 clean."""
+    if not isinstance(mask, torch.Tensor):
+        mask = np.asarray(mask)
     return mask > DUST_MIN, mask != DONT_CARE
 
 
