@@ -687,3 +687,30 @@ def test_candidate_speed_is_measured_on_the_converted_network():
     [line] = res.stdout.splitlines()
     assert line.split()[:2] == ["efficientnet-b0", "16-8-8-8-8"] and line.endswith("ms per 64 px tile")
     assert float(line.split()[2]) > 0
+
+
+def test_separation_compares_each_object_peak_with_the_background_beyond_the_gap():
+    from trainer import separation
+    truth = np.zeros((200, 200), np.uint8)
+    prob = np.random.default_rng(0).uniform(0, 0.1, truth.shape).astype(np.float32)
+    for i, (y, x) in enumerate([(20, 20), (20, 100), (100, 20), (100, 100)]):
+        truth[y:y + 4, x:x + 4] = separation.DUST
+        prob[y:y + 4, x:x + 4] = 0.05 if i == 0 else 0.9     # one object at the background's level
+    prob[20:24, 26] = 1.0          # the halo of a found speck, inside the gap: not background
+    truth[150:160, 150:160] = separation.DONT_CARE
+    prob[150:160, 150:160] = 1.0   # don't care: not background either
+    s = separation.separation(prob, truth)
+    assert s["objects"] == 4 and s["above_p99"] == 0.75 and s["median_peak"] == pytest.approx(0.9)
+    assert s["background_p999"] < 0.1 and s["blobs_per_mp"] == 0
+
+
+def test_separation_windows_stitch_to_the_whole_image_prediction():
+    import torch
+    from trainer import separation, validate
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 1, 3, padding=1))
+    img = np.random.default_rng(1).integers(0, 256, (700, 1100, 3), dtype=np.uint8)
+    whole = validate.predict(net, np.pad(img, ((0, 4), (0, 4), (0, 0)), mode="reflect")[None], "cpu", amp=False)[0]
+    stitched = separation.probabilities(net, img)
+    assert stitched.shape == img.shape[:2]
+    np.testing.assert_allclose(stitched[:-2, :-2], whole[:698, :1098], atol=1e-5)

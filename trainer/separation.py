@@ -1,0 +1,125 @@
+"""Does a network separate the dust from the scene around it, or only raise both?
+
+    python -m trainer.separation WEIGHTS.pt SET [--size 2400] [--only NAME,NAME]
+
+SET holds images/<name>.jpg and gt/<name>.png (255 dust, 128 don't care, 0 clean): realdust-dev
+or held-out frames (`dustspot synth --scans`). Each image is scaled to SIZE (long side, as
+`dustspot segment` does), run through the network (torch, the weights as trained, fp32) and
+compared with its truth, per object rather than per threshold:
+
+- each dust object's peak probability (median over objects);
+- the background: pixels more than BACKGROUND_GAP px from any dust or don't-care pixel (its
+  median, 99th and 99.9th percentile), and its blobs >= BLOB_THRESHOLD per megapixel;
+- separation: the share of objects whose peak clears the background's p99 (p99.9).
+
+A loss that only lifts the network's answer moves the median peak and the background together
+and leaves the separation where it was (models/README.md, session 16: 11-16 % on realdust-dev's
+scan01 for every run). A diagnosis, never a selection criterion on realdust-dev.
+"""
+import argparse
+import os
+
+import cv2
+import numpy as np
+from scipy import ndimage
+
+from . import export, validate
+from .synth import DONT_CARE, DUST
+
+BACKGROUND_GAP = 7          # working px from any truth: the halo of a found speck is not background
+BLOB_THRESHOLD = 0.15
+WINDOW, MARGIN = 512, 32    # inference windows (px), each with this much context on every side
+
+
+def probabilities(net, img):
+    """Probabilities of a uint8 BGR image, window by window (bounded memory at any size)."""
+    h, w = img.shape[:2]
+    out = np.zeros((h, w), np.float32)
+    for y in range(0, h, WINDOW):
+        for x in range(0, w, WINDOW):
+            y0, x0 = max(0, y - MARGIN), max(0, x - MARGIN)
+            y1, x1 = min(h, y + WINDOW + MARGIN), min(w, x + WINDOW + MARGIN)
+            win = img[y0:y1, x0:x1]
+            ph, pw = -win.shape[0] % 32, -win.shape[1] % 32
+            win = np.pad(win, ((0, ph), (0, pw), (0, 0)), mode="reflect")
+            prob = validate.predict(net, win[None], "cpu", amp=False)[0]
+            yy, xx = min(y + WINDOW, h), min(x + WINDOW, w)
+            out[y:yy, x:xx] = prob[y - y0:yy - y0, x - x0:xx - x0]
+    return out
+
+
+def at_size(img, truth, size):
+    """Image (INTER_AREA) and truth (nearest) scaled so the long side is `size`."""
+    scale = size / max(img.shape[:2])
+    if scale == 1:
+        return img, truth
+    dims = (round(img.shape[1] * scale), round(img.shape[0] * scale))
+    return (cv2.resize(img, dims, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC),
+            cv2.resize(truth, dims, interpolation=cv2.INTER_NEAREST))
+
+
+def separation(prob, truth):
+    """Per-object peaks against the background's distribution; a dict of figures."""
+    labels, n = ndimage.label(truth == DUST, structure=np.ones((3, 3)))
+    peaks = np.asarray(ndimage.maximum(prob, labels, np.arange(1, n + 1))) if n else np.zeros(0)
+    near = cv2.dilate(((truth == DUST) | (truth == DONT_CARE)).astype(np.uint8),
+                      cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * BACKGROUND_GAP + 1,) * 2))
+    background = prob[near == 0]
+    _, blobs = ndimage.label((prob >= BLOB_THRESHOLD) & (near == 0), structure=np.ones((3, 3)))
+    p99, p999 = np.percentile(background, [99, 99.9]) if background.size else (np.nan, np.nan)
+    return {
+        "objects": int(n),
+        "median_peak": float(np.median(peaks)) if n else None,
+        "background_median": float(np.median(background)) if background.size else None,
+        "background_p99": float(p99), "background_p999": float(p999),
+        "blobs_per_mp": blobs / (background.size / 1e6) if background.size else None,
+        "above_p99": float(np.mean(peaks > p99)) if n else None,
+        "above_p999": float(np.mean(peaks > p999)) if n else None,
+    }
+
+
+def read_pair(root, name):
+    """(image, truth) of SET/images/NAME.* and SET/gt/NAME.png, or a SystemExit naming the file."""
+    images = os.path.join(root, "images")
+    files = [f for f in os.listdir(images) if os.path.splitext(f)[0] == name]
+    truth_path = os.path.join(root, "gt", name + ".png")
+    img = cv2.imread(os.path.join(images, files[0]), cv2.IMREAD_COLOR) if files else None
+    truth = cv2.imread(truth_path, cv2.IMREAD_GRAYSCALE)
+    if img is None or truth is None:
+        raise SystemExit(f"{root}: {name}: image or {truth_path} missing or unreadable")
+    if truth.shape != img.shape[:2]:
+        raise SystemExit(f"{truth_path}: {truth.shape[::-1]} px, its image is {img.shape[1::-1]}")
+    return img, truth
+
+
+def _fmt(value, spec):
+    return "-" if value is None else format(value, spec)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("weights")
+    ap.add_argument("set", help="a folder with images/ and gt/")
+    ap.add_argument("--size", type=int, default=2400, help="working size (long side, px)")
+    ap.add_argument("--only", help="comma-separated image names (default: all)")
+    args = ap.parse_args(argv)
+    names = sorted(os.path.splitext(f)[0] for f in os.listdir(os.path.join(args.set, "gt")) if f.endswith(".png"))
+    if args.only:
+        wanted = args.only.split(",")
+        missing = sorted(set(wanted) - set(names))
+        if missing:
+            raise SystemExit(f"{args.set}: no truth for {', '.join(missing)}")
+        names = wanted
+    net, _, _ = export.load_checkpoint(args.weights)
+    for name in names:
+        img, truth = at_size(*read_pair(args.set, name), args.size)
+        s = separation(probabilities(net, img), truth)
+        print(f"{name}: objects {s['objects']}, median peak {_fmt(s['median_peak'], '.3f')}, "
+              f"background median {_fmt(s['background_median'], '.3f')} p99 {s['background_p99']:.3f} "
+              f"p99.9 {s['background_p999']:.3f}, blobs >= {BLOB_THRESHOLD} per MP "
+              f"{_fmt(s['blobs_per_mp'], '.1f')}; objects above p99 {_fmt(s['above_p99'], '.2f')}, "
+              f"above p99.9 {_fmt(s['above_p999'], '.2f')}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
