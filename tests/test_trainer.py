@@ -331,12 +331,16 @@ def test_train_export_publish_segment(tmp_path):
     run_dir = tmp_path / "run"
     res = run(["train", str(backgrounds), "--run", str(run_dir), "--size", "64", "--batch", "4", "--steps", "3",
                "--pool", "48", "--valid-pool", "24", "--threads", "1", "--workers", "1",
-               "--decoder-channels", "16,8,8,8,8", "--eval-minutes", "100", "--data", str(tmp_path / "labelled")])
+               "--decoder-channels", "16,8,8,8,8", "--eval-minutes", "100", "--data", str(tmp_path / "labelled"),
+               "--generator", "scratch_prob=0.5"])
     assert "labelled tiles: 6 train" in res.stdout + res.stderr
     final = json.loads((run_dir / "final.json").read_text())
     assert final["step"] == 3 and 0 <= final["valid"]["dice"] <= 1
     config = json.loads((run_dir / "config.json").read_text())
     assert config["datasets"] == [str(tmp_path / "labelled")] and config["spec"]["decoder_channels"] == [16, 8, 8, 8, 8]
+    assert config["generator"] == config["data"]["generator_overrides"] == {"SCRATCH_PROB": 0.5}
+    assert json.loads((run_dir / "pool-train" / "pool.json").read_text())["generator"] == {"SCRATCH_PROB": 0.5}
+    assert "generator" not in json.loads((run_dir / "pool-valid" / "pool.json").read_text())
     # bf16 autocast only where the CPU has bf16 kernels (emulated, it is 7x slower than fp32)
     import torch
     assert config["amp"] == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -714,3 +718,33 @@ def test_separation_windows_stitch_to_the_whole_image_prediction():
     stitched = separation.probabilities(net, img)
     assert stitched.shape == img.shape[:2]
     np.testing.assert_allclose(stitched[:-2, :-2], whole[:698, :1098], atol=1e-5)
+
+
+def test_generator_settings_are_checked_applied_and_restored():
+    for name in synth.GENERATOR_SHARES:
+        assert 0 <= getattr(synth, name) <= 1, name            # each names a share synth draws with
+    assert synth.generator_setting("dark_scene_prob=0.7") == ("DARK_SCENE_PROB", 0.7)
+    for bad, reason in (("WORKING_SIZE=1", "NAME one of"), ("DARK_PROB", "NAME one of"),
+                        ("DARK_PROB=lots", "not a number"), ("DARK_PROB=1.5", "from 0 to 1")):
+        with pytest.raises(ValueError, match=reason):
+            synth.generator_setting(bad)
+    before = synth.DARK_SCENE_PROB
+    with synth.overridden({"DARK_SCENE_PROB": 0.9}):
+        assert synth.DARK_SCENE_PROB == 0.9
+    assert synth.DARK_SCENE_PROB == before
+    with pytest.raises(RuntimeError), synth.overridden({"DARK_SCENE_PROB": 0.9}):
+        raise RuntimeError("a failing chunk")
+    assert synth.DARK_SCENE_PROB == before
+
+
+def test_a_pool_draws_with_its_generator_settings_records_them_and_is_rebuilt_without(tmp_path):
+    from trainer import data
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), textured(600, 900, seed=2))
+    folder = str(tmp_path / "pool")
+    _, masks = data.build_pool(folder, [str(photo)], 48, 64, seed=1, workers=1, generator={"EMPTY_PROB": 1.0})
+    assert not masks.any()                                     # every tile drawn without dust
+    assert data.pool_meta(folder)["generator"] == {"EMPTY_PROB": 1.0}
+    assert synth.EMPTY_PROB < 1                                # the default is back in this process
+    _, masks = data.build_pool(folder, [str(photo)], 48, 64, seed=1, workers=1)
+    assert masks.any() and "generator" not in data.pool_meta(folder)

@@ -56,7 +56,7 @@ def _texture_of(path):
 
 
 def _fill_chunk(args):
-    folder, count, size, seed, chunk, backgrounds, busy, busy_share, sprite_dir = args
+    folder, count, size, seed, chunk, backgrounds, busy, busy_share, sprite_dir, generator = args
     images, masks = _arrays(folder, count, size, "r+")
     rng = np.random.default_rng([seed, chunk])
     sprites = synth.SpriteBank(sprite_dir) if sprite_dir else None
@@ -65,8 +65,9 @@ def _fill_chunk(args):
     while bg is None:
         bg = synth.read_background(choices[rng.integers(len(choices))])
     start = chunk * SAMPLES_PER_BACKGROUND
-    for i in range(start, min(count, start + SAMPLES_PER_BACKGROUND)):
-        images[i], masks[i] = synth.make_sample(bg, rng, sprites, size)
+    with synth.overridden(generator):
+        for i in range(start, min(count, start + SAMPLES_PER_BACKGROUND)):
+            images[i], masks[i] = synth.make_sample(bg, rng, sprites, size)
     images.flush()
     masks.flush()
     return min(count, start + SAMPLES_PER_BACKGROUND) - start
@@ -78,8 +79,9 @@ def file_sha1(path):
 
 
 def build_pool(folder, backgrounds, count, size, seed, sprite_dir=None, workers=2, progress=None,
-               busy_share=BUSY_SHARE, busy_texture=BUSY_TEXTURE):
-    """Generate `count` tiles into folder/{images,masks}.npy (reused when already complete)."""
+               busy_share=BUSY_SHARE, busy_texture=BUSY_TEXTURE, generator=None):
+    """Generate `count` tiles into folder/{images,masks}.npy (reused when already complete).
+    generator: {NAME: share} drawn instead of synth's defaults (synth.GENERATOR_SHARES)."""
     if not backgrounds:
         raise ValueError(f"{folder}: no background photos to cut tiles from")
     os.makedirs(folder, exist_ok=True)
@@ -90,6 +92,8 @@ def build_pool(folder, backgrounds, count, size, seed, sprite_dir=None, workers=
             # a pool made by another version of the generator is not reused
             "generator_sha1": file_sha1(synth.__file__),
             "busy_texture": busy_texture, "busy_share": busy_share}
+    if generator:                   # absent when empty: pools of the defaults stay reusable
+        meta["generator"] = dict(sorted(generator.items()))
     if os.path.exists(meta_path):
         stored = pool_meta(folder)
         stored.pop("busy_backgrounds", None)          # an outcome of the build, not an input
@@ -106,7 +110,8 @@ def build_pool(folder, backgrounds, count, size, seed, sprite_dir=None, workers=
         if not readable:
             raise ValueError(f"{folder}: none of the {len(backgrounds)} background photos decodes")
         busy = [p for p, t in zip(backgrounds, textures) if t is not None and t >= busy_texture]
-        jobs = [(folder, count, size, seed, c, readable, busy, busy_share, sprite_dir) for c in chunks]
+        jobs = [(folder, count, size, seed, c, readable, busy, busy_share, sprite_dir, generator or {})
+                for c in chunks]
         ready = 0
         for n in pool.imap(_fill_chunk, jobs):
             ready += n

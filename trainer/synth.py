@@ -22,6 +22,7 @@ don't-care: realdust-dev marks dust changing < 10 levels so, and asking the mode
 dust it cannot see teaches it to hallucinate in dark areas and to give up in busy ones.
 Whole frames (`dust_scan`, for evaluation) keep realdust-dev's rule alone.
 """
+import contextlib
 import os
 import re
 
@@ -742,3 +743,41 @@ def dust_scan(photo_bgr_uint8, rng: np.random.Generator, sprites=None, dark: boo
     _grain(rng, cv.img, scale)
     truth = _truth(cv.cover, cv.faint, 0.5)
     return np.clip(cv.img + 0.5, 0, 255).astype(np.uint8), truth
+
+
+# Shares a run may set for its pools (`dustspot train --generator NAME=VALUE`, repeatable): the
+# knobs experiments on the generator turn (session 17: more dim busy scenes). Each pool records
+# them, and a pool built with other values is rebuilt; the held-out frames keep the defaults.
+GENERATOR_SHARES = ("DARK_PROB", "DARK_SCENE_PROB", "DIM_SHARPEN_PROB", "FLAT_DUST_PROB",
+                    "FAINT_PROB", "SHADOW_DUST_PROB", "TRANSMIT_PROB", "BUSY_PLACE_PROB",
+                    "BUSY_ANY_LUMA_PROB", "SHARPEN_PROB", "SCENE_NOISE_PROB", "BLUR_PROB",
+                    "JPEG_PROB", "EMPTY_PROB", "SCRATCH_PROB", "STARFIELD_PROB", "HIGHLIGHT_PROB",
+                    "SCENE_BLOB_PROB", "TEXT_PROB", "TEXTURE_PROB")
+
+
+def generator_setting(text):
+    """("NAME", value) of a NAME=VALUE override; a ValueError saying what is wrong."""
+    name, sep, value = text.partition("=")
+    name = name.strip().upper()
+    if not sep or name not in GENERATOR_SHARES:
+        raise ValueError(f"{text!r}: give NAME=VALUE with NAME one of {', '.join(GENERATOR_SHARES)}")
+    try:
+        share = float(value)
+    except ValueError:
+        raise ValueError(f"{text!r}: {value!r} is not a number") from None
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"{text!r}: {name} is a share, from 0 to 1")
+    return name, share
+
+
+@contextlib.contextmanager
+def overridden(settings):
+    """Within the block the generator draws with these shares ({NAME: value}, as
+    generator_setting checks them) instead of the module's; the defaults come back after."""
+    settings = dict(generator_setting(f"{k}={v}") for k, v in (settings or {}).items())
+    saved = {name: globals()[name] for name in settings}
+    globals().update(settings)
+    try:
+        yield
+    finally:
+        globals().update(saved)

@@ -214,10 +214,11 @@ def progress_summary(step, elapsed, tiles_seen):
 
 
 def prepare_pools(run, backgrounds, sprite_dir, tile, pool, valid_pool, seed, workers, echo=print,
-                  busy_share=data.BUSY_SHARE, busy_texture=data.BUSY_TEXTURE, growing=0):
+                  busy_share=data.BUSY_SHARE, busy_texture=data.BUSY_TEXTURE, growing=0, generator=None):
     """Split backgrounds by scene and build (or reuse) the training and validation pools.
     growing: another process is filling run/pool-train (--growing-pool): wait until this many of
-    its tiles are written instead of building it."""
+    its tiles are written instead of building it. generator: the training pool's overrides of
+    synth's shares (--generator); the validation pool keeps the defaults, so runs compare."""
     paths = synth.load_backgrounds(backgrounds)
     if data.count_scenes(paths) < 2:
         raise TrainError("need background photos of at least 2 scenes (one goes to validation)")
@@ -229,14 +230,14 @@ def prepare_pools(run, backgrounds, sprite_dir, tile, pool, valid_pool, seed, wo
             pools["train"] = data.wait_for_pool(os.path.join(run, "pool-train"), growing, GROWING_POOL_WAIT_S)
         except ValueError as exc:
             raise TrainError(f"--growing-pool: {exc}") from None
-    for name, bgs, count, s, share in (("valid", valid_bg, valid_pool, seed + 1, 0.0),
-                                       ("train", train_bg, pool, seed, busy_share)):
+    for name, bgs, count, s, share, shares in (("valid", valid_bg, valid_pool, seed + 1, 0.0, None),
+                                               ("train", train_bg, pool, seed, busy_share, generator)):
         if name in pools:
             continue
         with tqdm(total=count, desc=f"synth {name}", file=sys.stderr) as bar:
             pools[name] = data.build_pool(os.path.join(run, f"pool-{name}"), bgs, count, tile, s,
                                           sprite_dir, workers, bar.update, busy_share=share,
-                                          busy_texture=busy_texture)
+                                          busy_texture=busy_texture, generator=shares)
     echo(f"backgrounds: {len(train_bg)} train, {len(valid_bg)} validation")
     return pools, train_bg, valid_bg
 
@@ -328,6 +329,7 @@ def _in_force(cfg):
             "--busy-share": cfg.get("busy_share", data.BUSY_SHARE),
             "--busy-texture": cfg.get("busy_texture", data.BUSY_TEXTURE),
             "--hard-positives": cfg.get("hard_positive_weight", 0.0),
+            "--generator": cfg.get("generator", {}),
             "BACKGROUNDS": cfg.get("backgrounds")}
 
 
@@ -366,13 +368,15 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
           echo=print, datasets=(), real_fraction=REAL_FRACTION, init=None, stop_minutes=None,
           teacher=None, distill_weight=DISTILL_WEIGHT, freeze_init=False, given=None, warn=None,
           busy_share=data.BUSY_SHARE, busy_texture=data.BUSY_TEXTURE,
-          hard_positive_weight=HARD_POSITIVE_WEIGHT, growing_pool=False):
+          hard_positive_weight=HARD_POSITIVE_WEIGHT, growing_pool=False, generator=None):
     """Train (or with resume, continue) the run in folder `run`. Everything that can be checked
     without building the tile pools (the run folder, the checkpoint or --init and the network
     they hold, --teacher, --batch against --pool) is checked first; a TrainError says what and why.
 
     growing_pool: the run's pool-train is still being filled by another process (trainer/gpu_sweep.sh
     links it in): start once a batch of it is written and draw from what is written so far.
+    generator: {NAME: share} for the training pool instead of trainer.synth's defaults
+    (synth.GENERATOR_SHARES; recorded in config.json and the pool's pool.json).
 
     On resume the run's configuration is in force: `given` ({"--batch": 8, ...}, the flags given
     on the command line) that differ from it are reported through `warn` (stderr). The budget
@@ -441,7 +445,8 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
                "init": init, "freeze_init": bool(init and freeze_init),
                "teacher": teacher, "distill_weight": distill_weight if teacher else None,
                "busy_share": busy_share, "busy_texture": busy_texture,
-               "hard_positive_weight": hard_positive_weight}
+               "hard_positive_weight": hard_positive_weight,
+               "generator": dict(sorted((generator or {}).items()))}
         if hard_positive_weight:
             cfg["loss"] += f" + {hard_positive_weight:g}*BCE(hardest {HARD_POSITIVE_FRACTION:.0%} of dust)"
         if teacher:
@@ -503,7 +508,8 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
                                               cfg["pool"], cfg["valid_pool"], cfg["seed"], workers, echo,
                                               cfg.get("busy_share", data.BUSY_SHARE),
                                               cfg.get("busy_texture", data.BUSY_TEXTURE),
-                                              growing=max(1, synthetic_per_batch) if growing_pool else 0)
+                                              growing=max(1, synthetic_per_batch) if growing_pool else 0,
+                                              generator=cfg.get("generator"))
     train_folder = os.path.join(run, "pool-train")
     ready = data.ready_tiles(train_folder) if growing_pool else len(pools["train"][0])
     if state is None:
@@ -513,6 +519,7 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
                        "valid_scenes": sorted({synth.scene_name(p) for p in valid_bg}),
                        "busy_share": cfg.get("busy_share", data.BUSY_SHARE),
                        "busy_texture": cfg.get("busy_texture", data.BUSY_TEXTURE),
+                       "generator_overrides": cfg.get("generator", {}),
                        "busy_train_scenes": data.pool_meta(os.path.join(run, "pool-train"))
                        .get("busy_backgrounds", []),
                        "growing_pool": bool(growing_pool), "train_tiles_at_start": int(ready),
