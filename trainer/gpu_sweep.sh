@@ -16,6 +16,8 @@
 # same training time, fitted to DEADLINE_S (seconds from the start, pool generation included).
 # Each run folder ends with model.pt, final.json, metrics.jsonl and metrics.png, as `dustspot
 # train` leaves them; OUT (if set) also receives <name>.pt (fp16 weights) and logs.tgz.
+# BUSY_SHARE, BUSY_TEXTURE and GENERATOR ("NAME=SHARE ...", `dustspot train --generator`) set the
+# shared pool's draw.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${BACKGROUNDS:?space-separated background folders}"
@@ -48,6 +50,10 @@ BUSY_SHARE=${BUSY_SHARE:-$(python3 -c 'from trainer import settings; print(setti
 BUSY_TEXTURE=${BUSY_TEXTURE:-$(python3 -c 'from trainer import settings; print(settings.BUSY_TEXTURE)')}
 COMMON=(--sprites "$SPRITES" --size 256 --batch "$BATCH" --pool "$POOL" --valid-pool 512 --seed "$SEED"
         --busy-share "$BUSY_SHARE" --busy-texture "$BUSY_TEXTURE")
+# GENERATOR (optional): space-separated NAME=SHARE, `dustspot train --generator` for the shared
+# pool's draw (and recorded in every candidate's config)
+read -r -a GENERATOR_SETTINGS <<< "${GENERATOR:-}"
+for setting in "${GENERATOR_SETTINGS[@]}"; do COMMON+=(--generator "$setting"); done
 
 # 1. the shared pool (a run folder of its own, so no candidate owns it): the validation pool,
 # then the training pool, in the background, in a process group of its own (setsid) so that
@@ -60,12 +66,14 @@ setsid python3 -c '
 import signal, sys, time
 from trainer import train
 signal.signal(signal.SIGTERM, lambda *_: (signal.signal(signal.SIGTERM, signal.SIG_IGN), sys.exit(143)))
-run, sprites, pool, seed, workers, busy_share, busy_texture, *bgs = sys.argv[1:]
+from trainer.synth import generator_setting
+run, sprites, pool, seed, workers, busy_share, busy_texture, generator, *bgs = sys.argv[1:]
 t = time.time()
 train.prepare_pools(run, bgs, sprites, 256, int(pool), 512, int(seed), int(workers),
-                    busy_share=float(busy_share), busy_texture=float(busy_texture))
+                    busy_share=float(busy_share), busy_texture=float(busy_texture),
+                    generator=dict(generator_setting(s) for s in generator.split()))
 print(f"pool: {pool} tiles in {time.time() - t:.0f} s", flush=True)
-' "$SWEEP/pool" "$SPRITES" "$POOL" "$SEED" "$WORKERS" "$BUSY_SHARE" "$BUSY_TEXTURE" "${BG[@]}" &
+' "$SWEEP/pool" "$SPRITES" "$POOL" "$SEED" "$WORKERS" "$BUSY_SHARE" "$BUSY_TEXTURE" "${GENERATOR:-}" "${BG[@]}" &
 FILLER=$!
 FILLER_STOPPED=
 stop_filler() { [ -n "$FILLER_STOPPED" ] || kill -TERM -- "-$FILLER" 2>/dev/null || true; FILLER_STOPPED=1; }
