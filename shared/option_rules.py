@@ -30,7 +30,7 @@ def _whole(low: int, high: int):
     return (lambda v: _is_int(v) and low <= v <= high), f"a whole number from {low} to {high}"
 
 
-# name -> (test, what a good value is). The lower bounds match the CLI's click ranges.
+# name -> (test, what a good value is). The CLI flags are checked by these too (commands.options.Rule).
 RULES = {
     "mode": ((lambda v: v in defaults.MODES), f"one of {', '.join(defaults.MODES)}"),
     "working_size": _whole(32, defaults.MAX_WORKING_SIZE),

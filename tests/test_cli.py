@@ -1,6 +1,7 @@
 """`dustspot segment` as a user runs it: a real subprocess on real folders."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -76,3 +77,25 @@ def test_one_working_resolution_only(tmp_path):
     write(tmp_path / "a.png", textured(50, 50))
     res = run_cli(["segment", str(tmp_path / "a.png"), "--out", str(tmp_path / "o"), "--native", "--size", "100"])
     assert res.returncode == 2 and "choose one working resolution" in res.stderr
+
+
+@pytest.mark.parametrize("flag, value, reason", [
+    ("--tile", "16", "16 is not a whole number from 32 to"),
+    ("--size", "999999999", "999999999 is not a whole number from 32 to"),
+    ("--overlap", "x", "'x' is not a whole number"),
+    ("--threshold", "0", "0.0 is not a number in (0, 1]"),
+    ("--spot-threshold", "1.5", "1.5 is not a number in [0, 1]"),
+    ("--min-area", "0", "0 is not a whole number from 1 to"),
+])
+def test_a_flag_out_of_its_option_rule_is_a_usage_error_in_the_rule_words(tmp_path, flag, value, reason):
+    from shared.option_rules import RULES, OptionError, check_option_values
+    write(tmp_path / "a.png", textured(50, 50))
+    res = run_cli(["segment", str(tmp_path / "a.png"), "--out", str(tmp_path / "o"), flag, value])
+    assert res.returncode == 2 and f"Invalid value for '{flag}': {reason}" in res.stderr
+    assert not (tmp_path / "o").exists()
+    # a job payload with the same value is refused by the same rule, in the same words
+    name = flag.strip("-").replace("-", "_").replace("size", "working_size")
+    if value != "x":
+        number = float(value) if "threshold" in flag else int(value)
+        with pytest.raises(OptionError, match=re.escape(RULES[name][1])):
+            check_option_values({name: number})

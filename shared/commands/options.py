@@ -1,7 +1,27 @@
 """Click options shared by the commands that run the pipeline (segment, worker, bench)."""
 import click
 
-from .. import defaults
+from .. import defaults, option_rules
+
+
+class Rule(click.ParamType):
+    """A number checked by its option's rule in shared.option_rules: the flag, a job payload and
+    a model's recommendation accept and refuse the same values, with the same words."""
+
+    def __init__(self, option: str, number=int):
+        self.option, self.number = option, number
+        self.name = "number" if number is float else "integer"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str):
+            try:
+                value = self.number(value)
+            except ValueError:
+                self.fail(f"{value!r} is not {'a number' if self.number is float else 'a whole number'}", param, ctx)
+        test, what = option_rules.RULES[self.option]
+        if not test(value):
+            self.fail(f"{value} is not {what}", param, ctx)
+        return value
 
 
 def pipeline_options(func):
@@ -12,28 +32,28 @@ def pipeline_options(func):
                           f"(default: {defaults.MODEL}, its latest version)."),
         click.option("--registry", "registry_root", default=None, envvar="DUSTSPOT_MODELS",
                      help="Model registry root (default: the bundled models/)."),
-        click.option("--size", "size", type=click.IntRange(32), default=None,
+        click.option("--size", "size", type=Rule("working_size"), default=None,
                      help="Working resolution: long side N px, aspect kept (default: the model's, "
                           f"else {defaults.WORKING_SIZE})."),
-        click.option("--square", "square", type=click.IntRange(32), default=None,
+        click.option("--square", "square", type=Rule("working_size"), default=None,
                      help="Working resolution: N x N (the seed's geometry: --square 2016 --tile 224 --overlap 0)."),
         click.option("--native", is_flag=True, help="No resize: infer at the scan's own resolution."),
-        click.option("--tile", type=click.IntRange(32), default=None, help=f"Tile side in px (default {defaults.TILE})."),
-        click.option("--overlap", type=click.IntRange(0), default=None,
+        click.option("--tile", type=Rule("tile"), default=None, help=f"Tile side in px (default {defaults.TILE})."),
+        click.option("--overlap", type=Rule("overlap"), default=None,
                      help=f"Overlap between neighbouring tiles in px (default {defaults.OVERLAP})."),
-        click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), default=None,
+        click.option("--threshold", type=Rule("threshold", float), default=None,
                      help="Probability at or above which a pixel is dust (default: the model's recommendation)."),
-        click.option("--spot-threshold", type=click.FloatRange(0, 1), default=None,
+        click.option("--spot-threshold", type=Rule("spot_threshold", float), default=None,
                      help="Keep only spots with at least one pixel this probable (hysteresis; default: "
                           "the model's recommendation, else the threshold)."),
-        click.option("--min-area", type=click.IntRange(1), default=None,
+        click.option("--min-area", type=Rule("min_area"), default=None,
                      help="Drop spots smaller than this many native pixels (default: the model's "
                           "recommendation, else 1)."),
         click.option("--overlay", is_flag=True, help="Also write <name>.overlay.jpg (reduced preview, spots circled)."),
         click.option("--prob", is_flag=True, help="Also write <name>.prob.png (8-bit probability map)."),
         click.option("--inpaint", is_flag=True,
                      help="Also write <name>.clean.<ext>: the scan with every spot inpainted, same format and depth."),
-        click.option("--max-pixels", type=click.IntRange(1), default=defaults.MAX_PIXELS, show_default=True,
+        click.option("--max-pixels", type=Rule("max_pixels"), default=defaults.MAX_PIXELS, show_default=True,
                      help="Refuse scans with more pixels than this (checked from the header)."),
         click.option("--threads", type=click.IntRange(1), default=None, envvar="DUSTSPOT_THREADS",
                      help="Inference threads per process (default: cores / processes); env DUSTSPOT_THREADS."),

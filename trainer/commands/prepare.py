@@ -2,6 +2,7 @@
 import click
 
 from shared import defaults
+from shared.commands.options import Rule
 
 
 @click.command("prepare")
@@ -14,7 +15,7 @@ from shared import defaults
 @click.option("--images", "images_dir", type=click.Path(exists=True, file_okay=False), default=None,
               help="Where the images are when the export has no JPEGImages/.")
 @click.option("--working-size", type=click.IntRange(64, defaults.MAX_WORKING_SIZE), default=2016, show_default=True)
-@click.option("--tile", type=click.IntRange(32, defaults.MAX_TILE), default=256, show_default=True)
+@click.option("--tile", type=Rule("tile"), default=256, show_default=True)
 @click.option("--valid-every", type=click.IntRange(2), default=5, show_default=True,
               help="About one scan in N goes to validation (by name).")
 @click.option("--label", "labels", multiple=True,
