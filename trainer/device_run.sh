@@ -26,7 +26,10 @@
 # and train while the pool goes on filling (gpu_sweep.sh; `dustspot train --growing-pool`), so
 # POOL is a ceiling: ~150 tiles/s on 14 cores fill 60,000 in about the whole run (15.7 GB of
 # memory-mapped tiles on the 64 GiB disk).  Busy scenes get half the chunks (BUSY_SHARE 0.5,
-# BUSY_TEXTURE 5.0, as session 14 passed them by hand).
+# BUSY_TEXTURE 5.0, as session 14 passed them by hand).  GENERATOR="NAME=SHARE ..." (passed on to
+# gpu_sweep.sh, `dustspot train --generator`) draws the pool with other generator shares: session
+# 17's dim busy scenes are GENERATOR="DARK_SCENE_PROB=0.7 DARK_PROB=0.85 BUSY_PLACE_PROB=0.6
+# BUSY_ANY_LUMA_PROB=1.0" (models/README.md: no change to scan01 in a CPU hour, untried at scale).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PACK=${PACK:-runs/device}
