@@ -17,8 +17,9 @@ import cv2
 import numpy as np
 
 from . import defaults
-from .errors import DustspotError, ImageError
+from .errors import DustspotError, ImageError, PathError
 from .imageio import check_header, read_header
+from .storage import safe_relative
 
 DUST_LABEL = "dust"
 DUST_COLOUR = (250, 50, 83)              # RGB, CVAT's default palette red
@@ -79,20 +80,19 @@ def parse_labelmap(text: str, source: str = "labelmap.txt") -> dict:
 def check_name(name: str, where: str) -> str:
     """A scan name from default.txt or SegmentationClass/ as a safe relative name, or ExportError.
 
-    Names like 'roll1/frame3' (CVAT keeps the task's folders) are allowed; absolute names, '..'
-    or '.' or empty segments, backslashes and control characters (NUL included) are refused.
+    Names like 'roll1/frame3' (CVAT keeps the task's folders) are allowed. Refused: what
+    storage.safe_relative refuses for any output name (absolute names, '..', '.' or empty
+    segments, NUL), and, stricter here, backslashes (a Windows path in a listing, not one file
+    name) and control characters.
     """
-    bad = None
-    if name.startswith("/"):
-        bad = "an absolute name"
-    elif "\\" in name:
-        bad = "a backslash"
-    elif any(ord(c) < 32 or ord(c) == 127 for c in name):
-        bad = "a control character (NUL, newline...)"
-    elif any(segment in ("", ".", "..") for segment in name.split("/")):
-        bad = "a '..', '.' or empty path segment"
-    if bad:
-        raise ExportError(f"{where}: scan name {name!r} has {bad}; refused")
+    try:
+        safe_relative(name)
+    except PathError as exc:
+        raise ExportError(f"{where}: scan name {name!r}: {exc}; refused") from None
+    if "\\" in name:
+        raise ExportError(f"{where}: scan name {name!r} has a backslash; refused")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise ExportError(f"{where}: scan name {name!r} has a control character (newline, tab...); refused")
     return name
 
 

@@ -58,7 +58,9 @@ def safe_relative(name: str) -> str:
     """
     if not name or "\x00" in name:
         raise PathError(f"invalid relative name {name!r}")
-    if name.startswith("/") or any(part == ".." for part in name.split("/")):
+    if name.startswith("/"):
+        raise PathError(f"relative name {name!r} escapes its root (an absolute name)")
+    if any(part == ".." for part in name.split("/")):
         raise PathError(f"relative name {name!r} escapes its root")
     if any(part in ("", ".") for part in name.split("/")):
         raise PathError(f"relative name {name!r} has an empty or '.' path segment")
