@@ -88,7 +88,7 @@ def check_name(name: str, where: str) -> str:
     try:
         safe_relative(name)
     except PathError as exc:
-        raise ExportError(f"{where}: scan name {name!r}: {exc}; refused") from None
+        raise ExportError(f"{where}: scan name refused: {exc}") from None
     if "\\" in name:
         raise ExportError(f"{where}: scan name {name!r} has a backslash; refused")
     if any(ord(c) < 32 or ord(c) == 127 for c in name):

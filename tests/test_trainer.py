@@ -698,17 +698,21 @@ def test_separation_compares_each_object_peak_with_the_background_beyond_the_gap
     truth = np.zeros((200, 200), np.uint8)
     prob = np.random.default_rng(0).uniform(0, 0.1, truth.shape).astype(np.float32)
     for i, (y, x) in enumerate([(20, 20), (20, 100), (100, 20), (100, 100)]):
-        truth[y:y + 4, x:x + 4] = separation.DUST
+        truth[y:y + 4, x:x + 4] = synth.DUST
         prob[y:y + 4, x:x + 4] = 0.05 if i == 0 else 0.9     # one object at the background's level
     prob[20:24, 26] = 1.0          # the halo of a found speck, inside the gap: not background
-    truth[150:160, 150:160] = separation.DONT_CARE
+    truth[150:160, 150:160] = synth.DONT_CARE
     prob[150:160, 150:160] = 1.0   # don't care: not background either
     s = separation.separation(prob, truth)
     assert s["objects"] == 4 and s["above_p99"] == 0.75 and s["median_peak"] == pytest.approx(0.9)
     assert s["background_p999"] < 0.1 and s["blobs_per_mp"] == 0
+    everywhere = separation.separation(prob, np.full_like(truth, synth.DUST))
+    assert everywhere["objects"] == 1 and everywhere["above_p99"] is None    # no background to compare
 
 
 def test_separation_windows_stitch_to_the_whole_image_prediction():
+    """The window indexing; a 2-layer net sees 2 px around a pixel, far inside the 32 px margin
+    (whether 32 px is enough context for a UNet is not what this checks)."""
     import torch
     from trainer import separation, validate
     torch.manual_seed(0)

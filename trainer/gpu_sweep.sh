@@ -52,7 +52,8 @@ COMMON=(--sprites "$SPRITES" --size 256 --batch "$BATCH" --pool "$POOL" --valid-
         --busy-share "$BUSY_SHARE" --busy-texture "$BUSY_TEXTURE")
 # GENERATOR (optional): space-separated NAME=SHARE, `dustspot train --generator` for the shared
 # pool's draw (and recorded in every candidate's config)
-read -r -a GENERATOR_SETTINGS <<< "${GENERATOR:-}"
+# (newlines count as spaces, as for the pool's Python side: every line of it, not the first)
+read -r -a GENERATOR_SETTINGS <<< "${GENERATOR:+${GENERATOR//$'\n'/ }}"
 for setting in "${GENERATOR_SETTINGS[@]}"; do COMMON+=(--generator "$setting"); done
 
 # 1. the shared pool (a run folder of its own, so no candidate owns it): the validation pool,

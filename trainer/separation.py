@@ -23,8 +23,9 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
+from shared.pipeline import SegmentOptions, to_working, working_shape
+
 from . import export, validate
-from .synth import DONT_CARE, DUST
 
 BACKGROUND_GAP = 7          # working px from any truth: the halo of a found speck is not background
 BLOB_THRESHOLD = 0.15
@@ -49,30 +50,32 @@ def probabilities(net, img):
 
 
 def at_size(img, truth, size):
-    """Image (INTER_AREA) and truth (nearest) scaled so the long side is `size`."""
-    scale = size / max(img.shape[:2])
-    if scale == 1:
-        return img, truth
-    dims = (round(img.shape[1] * scale), round(img.shape[0] * scale))
-    return (cv2.resize(img, dims, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC),
-            cv2.resize(truth, dims, interpolation=cv2.INTER_NEAREST))
+    """Image and truth scaled so the long side is `size`: the image as `dustspot segment` scales
+    it (shared.pipeline), the truth by nearest neighbour."""
+    wh, ww = working_shape(*img.shape[:2], SegmentOptions(mode="size", working_size=size))
+    return to_working(img, wh, ww), cv2.resize(truth, (ww, wh), interpolation=cv2.INTER_NEAREST)
 
 
 def separation(prob, truth):
     """Per-object peaks against the background's distribution; a dict of figures."""
-    labels, n = ndimage.label(truth == DUST, structure=np.ones((3, 3)))
+    dust, care = validate.truth(truth)
+    labels, n = ndimage.label(dust, structure=np.ones((3, 3)))
     peaks = np.asarray(ndimage.maximum(prob, labels, np.arange(1, n + 1))) if n else np.zeros(0)
-    near = cv2.dilate(((truth == DUST) | (truth == DONT_CARE)).astype(np.uint8),
+    near = cv2.dilate((dust | ~care).astype(np.uint8),
                       cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * BACKGROUND_GAP + 1,) * 2))
     background = prob[near == 0]
     _, blobs = ndimage.label((prob >= BLOB_THRESHOLD) & (near == 0), structure=np.ones((3, 3)))
-    p99, p999 = np.percentile(background, [99, 99.9]) if background.size else (np.nan, np.nan)
+    if not background.size:         # dust and its gap cover the image: nothing to compare with
+        return {"objects": int(n), "median_peak": float(np.median(peaks)) if n else None,
+                "background_median": None, "background_p99": None, "background_p999": None,
+                "blobs_per_mp": None, "above_p99": None, "above_p999": None}
+    p99, p999 = np.percentile(background, [99, 99.9])
     return {
         "objects": int(n),
         "median_peak": float(np.median(peaks)) if n else None,
-        "background_median": float(np.median(background)) if background.size else None,
+        "background_median": float(np.median(background)),
         "background_p99": float(p99), "background_p999": float(p999),
-        "blobs_per_mp": blobs / (background.size / 1e6) if background.size else None,
+        "blobs_per_mp": blobs / (background.size / 1e6),
         "above_p99": float(np.mean(peaks > p99)) if n else None,
         "above_p999": float(np.mean(peaks > p999)) if n else None,
     }
@@ -115,8 +118,8 @@ def main(argv=None):
         img, truth = at_size(*read_pair(args.set, name), args.size)
         s = separation(probabilities(net, img), truth)
         print(f"{name}: objects {s['objects']}, median peak {_fmt(s['median_peak'], '.3f')}, "
-              f"background median {_fmt(s['background_median'], '.3f')} p99 {s['background_p99']:.3f} "
-              f"p99.9 {s['background_p999']:.3f}, blobs >= {BLOB_THRESHOLD} per MP "
+              f"background median {_fmt(s['background_median'], '.3f')} p99 {_fmt(s['background_p99'], '.3f')} "
+              f"p99.9 {_fmt(s['background_p999'], '.3f')}, blobs >= {BLOB_THRESHOLD} per MP "
               f"{_fmt(s['blobs_per_mp'], '.1f')}; objects above p99 {_fmt(s['above_p99'], '.2f')}, "
               f"above p99.9 {_fmt(s['above_p999'], '.2f')}", flush=True)
 
