@@ -6,17 +6,30 @@ flight. Jobs go to Redis in pipelined chunks (rq's enqueue_many).
 """
 import json
 import os
-import posixpath
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from shared import batches, defaults, registry
 from shared.errors import DustspotError, TransientStorageError
-from shared.jobs import (JOB_FUNCTION, JobPayload, check_batch_name, check_options,
-                         default_batch_name, job_id)
+from shared.jobs import (
+    JOB_FUNCTION,
+    JobPayload,
+    check_batch_name,
+    check_options,
+    default_batch_name,
+    job_id,
+)
 from shared.outputs import SUFFIX_MASK, SUFFIX_REPORT, is_output_name
-from shared.queues import FAILURE_TTL, JOB_TIMEOUT, RESULT_TTL, queue as make_queue
-from shared.storage import claim_outputs, locate, open_storage, output_stem, printable, safe_relative
+from shared.queues import FAILURE_TTL, JOB_TIMEOUT, RESULT_TTL
+from shared.queues import queue as make_queue
+from shared.storage import (
+    claim_outputs,
+    locate,
+    open_storage,
+    output_stem,
+    printable,
+    safe_relative,
+)
 
 CHUNK = 1000
 IN_FLIGHT = {"queued", "started", "deferred", "scheduled"}

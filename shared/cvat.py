@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from . import defaults
-from .errors import DustspotError, ImageError, PathError
+from .errors import DustspotError, PathError
 from .imageio import check_header, read_header
 from .storage import safe_relative
 

@@ -10,7 +10,6 @@ import html
 import json
 import posixpath
 
-
 from .imageio import encode_jpeg, read_scan
 from .outputs import SUFFIX_MASK, SUFFIX_OVERLAY, SUFFIX_REPORT, render_overlay
 from .storage import locate, open_storage, printable

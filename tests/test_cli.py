@@ -99,3 +99,12 @@ def test_a_flag_out_of_its_option_rule_is_a_usage_error_in_the_rule_words(tmp_pa
         number = float(value) if "threshold" in flag else int(value)
         with pytest.raises(OptionError, match=re.escape(RULES[name][1])):
             check_option_values({name: number})
+
+
+def test_help_names_the_range_each_ruled_flag_accepts():
+    from shared.option_rules import RULES
+    shown = " ".join(run_cli(["segment", "--help"]).stdout.split())     # click wraps the help
+    for rule in ("working_size", "tile", "overlap", "threshold", "spot_threshold", "min_area"):
+        assert RULES[rule][1].capitalize() in shown, rule
+    prepare = " ".join(run_cli(["prepare", "--help"]).stdout.split())
+    assert f"{RULES['working_size'][1].capitalize()}. [default: 2016]" in prepare

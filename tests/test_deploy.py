@@ -467,6 +467,7 @@ def test_worker_healthcheck_passes_and_fails_when_it_should(redis_server, regist
 
 def test_worker_healthcheck_with_a_registry_on_s3(tmp_path, redis_server, s3_endpoint):  # noqa: F811
     import boto3
+
     from tests.ovmodels import conv_model, publish_model
     local = tmp_path / "local"
     handle = publish_model(conv_model(), str(local), "dustspot-unet", "1")

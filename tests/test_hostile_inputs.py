@@ -14,7 +14,12 @@ import numpy as np
 from PIL import Image
 
 from tests.conftest import textured
-from tests.scans import write, write_png_claiming, write_truncated_jpeg, write_with_orientation
+from tests.scans import (
+    write,
+    write_png_claiming,
+    write_truncated_jpeg,
+    write_with_orientation,
+)
 from tests.services import redis_server, redis_url, s3_endpoint  # noqa: F401,F811 (fixtures)
 
 FLAGS = ["--model", "conv", "--size", "256", "--tile", "128", "--overlap", "32"]

@@ -7,7 +7,6 @@ import sys
 import threading
 import time
 
-
 from tests.conftest import textured
 from tests.scans import write
 from tests.services import PausableProxy, RedisProcess, s3_endpoint  # noqa: F401 (fixture)

@@ -8,7 +8,7 @@ import pytest
 
 from shared import storage
 from shared.errors import ImageError, StorageError
-from shared.pipeline import process_scan, to_working, working_shape, SegmentOptions
+from shared.pipeline import SegmentOptions, process_scan, to_working, working_shape
 from tests.conftest import textured
 from tests.scans import write, write_truncated_jpeg, write_with_orientation
 from tests.services import free_port, s3_endpoint  # noqa: F401 (fixture)

@@ -125,6 +125,7 @@ def test_corrupt_scan_fails_with_reason_others_finish_and_retry(tmp_path, env):
     assert "truncated JPEG" in summary["failures"][names[6]]
     from redis import Redis
     from rq.job import Job
+
     from shared.queues import serializer
     redis = Redis.from_url(env["REDIS_URL"])
     from shared.jobs import job_id
@@ -241,6 +242,7 @@ def test_procfile_fleet_with_honcho(tmp_path, env):
 def test_running_worker_picks_up_a_promoted_model_between_jobs(tmp_path, env):
     import signal
     import time
+
     from tests.ovmodels import conv_model, publish_model
     root = tmp_path / "registry"
     publish_model(conv_model(seed=1), str(root), "rolling", "1")

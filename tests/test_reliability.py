@@ -88,6 +88,7 @@ def test_sigkilled_worker_scan_is_finished_by_another_worker(tmp_path, env):
 def test_pickled_job_planted_in_redis_is_never_unpickled(tmp_path, env):
     """rq's default serializer would run this payload; dustspot's JSON-only worker must not."""
     import zlib
+
     from redis import Redis
     marker = tmp_path / "pwned"
 
@@ -130,6 +131,7 @@ def test_unwritable_destination_fails_the_job_with_the_reason(tmp_path, env):
     redis = Redis.from_url(env["REDIS_URL"])
     assert job_status(redis, batch, str(src / "a.png")) == "failed"
     from rq.job import Job
+
     from shared.jobs import job_id
     from shared.queues import serializer
     job = Job.fetch(job_id(batch, str(src / "a.png")), connection=redis, serializer=serializer())

@@ -453,6 +453,7 @@ def test_train_export_publish_segment(tmp_path):
 
 def test_distillation_loss_is_least_at_the_teacher_probabilities():
     import torch
+
     from trainer import train
     teacher = torch.tensor([[0.02, 0.3], [0.7, 0.98]])
     at_teacher = torch.logit(teacher).requires_grad_(True)
@@ -467,6 +468,7 @@ def test_an_exported_teacher_gives_the_probabilities_of_its_weights(tmp_path):
     """--teacher MODEL.xml (OpenVINO) and --teacher WEIGHTS.pt (torch) of one network agree, so
     the faster one can stand in for the other."""
     import torch
+
     from trainer import export, train
     from trainer.model import DustNet
     torch.manual_seed(3)
@@ -535,6 +537,7 @@ def test_full_resolution_branch_starts_as_its_unet_and_trains_alone(tmp_path):
     """unet-fullres warm-started from a plain Unet: the same output at first; with --freeze-init
     only the branch learns (weights and batch-norm statistics of the Unet stay put); exports to IR."""
     import torch
+
     from trainer import export, train
     from trainer import model as models
     torch.manual_seed(0)
@@ -574,6 +577,7 @@ def test_full_resolution_branch_starts_as_its_unet_and_trains_alone(tmp_path):
     # INT8 keeps the convolutions next to the pixels and to the probability in floating point:
     # the stem and the segmentation head, and here the detail branch's first and the fuse's last
     import openvino as ov
+
     from trainer.quantize import stem_and_head
     kept = stem_and_head(ov.Core().read_model(xml))
     base_kept = stem_and_head(ov.Core().read_model(export.to_ir(base, str(tmp_path / "base.xml"))))
@@ -613,6 +617,7 @@ def test_pruned_network_keeps_its_trained_channels_rebuilds_from_its_spec_and_tr
     weights, the spec alone rebuilds it (resume, export, teacher), it exports to the same IR
     contract, and `dustspot train --init` fine-tunes it as the pruned network."""
     import torch
+
     from trainer import export
     from trainer import model as models
     torch.manual_seed(0)
@@ -714,6 +719,7 @@ def test_separation_windows_stitch_to_the_whole_image_prediction():
     """The window indexing; a 2-layer net sees 2 px around a pixel, far inside the 32 px margin
     (whether 32 px is enough context for a UNet is not what this checks)."""
     import torch
+
     from trainer import separation, validate
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 1, 3, padding=1))

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from shared.metrics import DustScore
-from tests.test_metrics import dotted_scan
 from tests.conftest import textured
+from tests.test_metrics import dotted_scan
 
 TINY = ["--size", "64", "--batch", "2", "--pool", "8", "--valid-pool", "4", "--threads", "1", "--workers", "1",
         "--decoder-channels", "16,8,8,8,8", "--eval-minutes", "100"]

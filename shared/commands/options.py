@@ -24,6 +24,12 @@ class Rule(click.ParamType):
         return value
 
 
+def rule_option(*decls, rule: str, number=int, help: str, **kwargs):
+    """click.option of type Rule(rule); its help ends with the range the rule accepts."""
+    return click.option(*decls, type=Rule(rule, number), help=f"{help} {option_rules.RULES[rule][1].capitalize()}.",
+                        **kwargs)
+
+
 def pipeline_options(func):
     """Model, working resolution, tiling, threshold, outputs and engine flags."""
     decorators = [
@@ -32,28 +38,28 @@ def pipeline_options(func):
                           f"(default: {defaults.MODEL}, its latest version)."),
         click.option("--registry", "registry_root", default=None, envvar="DUSTSPOT_MODELS",
                      help="Model registry root (default: the bundled models/)."),
-        click.option("--size", "size", type=Rule("working_size"), default=None,
+        rule_option("--size", "size", rule="working_size", default=None,
                      help="Working resolution: long side N px, aspect kept (default: the model's, "
                           f"else {defaults.WORKING_SIZE})."),
-        click.option("--square", "square", type=Rule("working_size"), default=None,
+        rule_option("--square", "square", rule="working_size", default=None,
                      help="Working resolution: N x N (the seed's geometry: --square 2016 --tile 224 --overlap 0)."),
         click.option("--native", is_flag=True, help="No resize: infer at the scan's own resolution."),
-        click.option("--tile", type=Rule("tile"), default=None, help=f"Tile side in px (default {defaults.TILE})."),
-        click.option("--overlap", type=Rule("overlap"), default=None,
+        rule_option("--tile", rule="tile", default=None, help=f"Tile side in px (default {defaults.TILE})."),
+        rule_option("--overlap", rule="overlap", default=None,
                      help=f"Overlap between neighbouring tiles in px (default {defaults.OVERLAP})."),
-        click.option("--threshold", type=Rule("threshold", float), default=None,
+        rule_option("--threshold", rule="threshold", number=float, default=None,
                      help="Probability at or above which a pixel is dust (default: the model's recommendation)."),
-        click.option("--spot-threshold", type=Rule("spot_threshold", float), default=None,
+        rule_option("--spot-threshold", rule="spot_threshold", number=float, default=None,
                      help="Keep only spots with at least one pixel this probable (hysteresis; default: "
                           "the model's recommendation, else the threshold)."),
-        click.option("--min-area", type=Rule("min_area"), default=None,
+        rule_option("--min-area", rule="min_area", default=None,
                      help="Drop spots smaller than this many native pixels (default: the model's "
                           "recommendation, else 1)."),
         click.option("--overlay", is_flag=True, help="Also write <name>.overlay.jpg (reduced preview, spots circled)."),
         click.option("--prob", is_flag=True, help="Also write <name>.prob.png (8-bit probability map)."),
         click.option("--inpaint", is_flag=True,
                      help="Also write <name>.clean.<ext>: the scan with every spot inpainted, same format and depth."),
-        click.option("--max-pixels", type=Rule("max_pixels"), default=defaults.MAX_PIXELS, show_default=True,
+        rule_option("--max-pixels", rule="max_pixels", default=defaults.MAX_PIXELS, show_default=True,
                      help="Refuse scans with more pixels than this (checked from the header)."),
         click.option("--threads", type=click.IntRange(1), default=None, envvar="DUSTSPOT_THREADS",
                      help="Inference threads per process (default: cores / processes); env DUSTSPOT_THREADS."),

@@ -3,17 +3,17 @@ import json
 
 import click
 
-from .options import Rule
+from .options import rule_option
 
 
 @click.command("rethreshold")
 @click.argument("out_root")
-@click.option("--threshold", type=Rule("threshold", float), required=True,
+@rule_option("--threshold", rule="threshold", number=float, required=True,
               help="New probability threshold.")
-@click.option("--spot-threshold", type=Rule("spot_threshold", float), default=None,
+@rule_option("--spot-threshold", rule="spot_threshold", number=float, default=None,
               help="Keep only spots with a pixel at least this probable (default: each scan's own "
                    "setting, as its report records it).")
-@click.option("--min-area", type=Rule("min_area"), default=None,
+@rule_option("--min-area", rule="min_area", default=None,
               help="Drop spots smaller than this many pixels (default: each scan's own setting).")
 def rethreshold(out_root, threshold, spot_threshold, min_area):
     """Rebuild masks, spots and reports under OUT_ROOT (folder or s3://...) at a new threshold.

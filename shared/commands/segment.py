@@ -4,7 +4,6 @@ No Redis: scans are processed here, by this process or by --workers local proces
 (spawned, each compiling its own model: a compiled model does not survive a fork).
 """
 import os
-import re
 import sys
 import time
 
@@ -13,6 +12,7 @@ import click
 from .. import defaults
 from ..outputs import is_output_name
 from .options import pipeline_options, split_pipeline_kwargs
+
 
 def collect_inputs(inputs, out_dir: str) -> list[tuple[str, str]]:
     """(path, relative name) for every scan: files as given, folders walked recursively.

@@ -2,7 +2,7 @@
 import click
 
 from shared import defaults
-from shared.commands.options import Rule
+from shared.commands.options import rule_option
 
 
 @click.command("prepare")
@@ -14,8 +14,9 @@ from shared.commands.options import Rule
                    "(refused when it holds anything else).")
 @click.option("--images", "images_dir", type=click.Path(exists=True, file_okay=False), default=None,
               help="Where the images are when the export has no JPEGImages/.")
-@click.option("--working-size", type=click.IntRange(64, defaults.MAX_WORKING_SIZE), default=2016, show_default=True)
-@click.option("--tile", type=Rule("tile"), default=256, show_default=True)
+@rule_option("--working-size", rule="working_size", default=defaults.WORKING_SIZE, show_default=True,
+             help="Long side of the working image the tiles are cut from (the model's working size).")
+@rule_option("--tile", rule="tile", default=256, show_default=True, help="Tile side in px.")
 @click.option("--valid-every", type=click.IntRange(2), default=5, show_default=True,
               help="About one scan in N goes to validation (by name).")
 @click.option("--label", "labels", multiple=True,
