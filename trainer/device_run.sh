@@ -29,7 +29,8 @@
 # BUSY_TEXTURE 5.0, as session 14 passed them by hand).  GENERATOR="NAME=SHARE ..." (passed on to
 # gpu_sweep.sh, `dustspot train --generator`) draws the pool with other generator shares: session
 # 17's dim busy scenes are GENERATOR="DARK_SCENE_PROB=0.7 DARK_PROB=0.85 BUSY_PLACE_PROB=0.6
-# BUSY_ANY_LUMA_PROB=1.0" (models/README.md: no change to scan01 in a CPU hour, untried at scale).
+# BUSY_ANY_LUMA_PROB=1.0" (models/README.md: no change to scan01 in 5k CPU tiles (session 17) nor
+# in 22k (session 18); untried at GPU scale).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PACK=${PACK:-runs/device}
