@@ -39,28 +39,28 @@ def pipeline_options(func):
         click.option("--registry", "registry_root", default=None, envvar="DUSTSPOT_MODELS",
                      help="Model registry root (default: the bundled models/)."),
         rule_option("--size", "size", rule="working_size", default=None,
-                     help="Working resolution: long side N px, aspect kept (default: the model's, "
-                          f"else {defaults.WORKING_SIZE})."),
+                    help="Working resolution: long side N px, aspect kept (default: the model's, "
+                         f"else {defaults.WORKING_SIZE})."),
         rule_option("--square", "square", rule="working_size", default=None,
-                     help="Working resolution: N x N (the seed's geometry: --square 2016 --tile 224 --overlap 0)."),
+                    help="Working resolution: N x N (the seed's geometry: --square 2016 --tile 224 --overlap 0)."),
         click.option("--native", is_flag=True, help="No resize: infer at the scan's own resolution."),
         rule_option("--tile", rule="tile", default=None, help=f"Tile side in px (default {defaults.TILE})."),
         rule_option("--overlap", rule="overlap", default=None,
-                     help=f"Overlap between neighbouring tiles in px (default {defaults.OVERLAP})."),
+                    help=f"Overlap between neighbouring tiles in px (default {defaults.OVERLAP})."),
         rule_option("--threshold", rule="threshold", number=float, default=None,
-                     help="Probability at or above which a pixel is dust (default: the model's recommendation)."),
+                    help="Probability at or above which a pixel is dust (default: the model's recommendation)."),
         rule_option("--spot-threshold", rule="spot_threshold", number=float, default=None,
-                     help="Keep only spots with at least one pixel this probable (hysteresis; default: "
-                          "the model's recommendation, else the threshold)."),
+                    help="Keep only spots with at least one pixel this probable (hysteresis; default: "
+                         "the model's recommendation, else the threshold)."),
         rule_option("--min-area", rule="min_area", default=None,
-                     help="Drop spots smaller than this many native pixels (default: the model's "
-                          "recommendation, else 1)."),
+                    help="Drop spots smaller than this many native pixels (default: the model's "
+                         "recommendation, else 1)."),
         click.option("--overlay", is_flag=True, help="Also write <name>.overlay.jpg (reduced preview, spots circled)."),
         click.option("--prob", is_flag=True, help="Also write <name>.prob.png (8-bit probability map)."),
         click.option("--inpaint", is_flag=True,
                      help="Also write <name>.clean.<ext>: the scan with every spot inpainted, same format and depth."),
         rule_option("--max-pixels", rule="max_pixels", default=defaults.MAX_PIXELS, show_default=True,
-                     help="Refuse scans with more pixels than this (checked from the header)."),
+                    help="Refuse scans with more pixels than this (checked from the header)."),
         click.option("--threads", type=click.IntRange(1), default=None, envvar="DUSTSPOT_THREADS",
                      help="Inference threads per process (default: cores / processes); env DUSTSPOT_THREADS."),
         click.option("--precision", type=click.Choice(["f32", "bf16", "f16"]), default=None,

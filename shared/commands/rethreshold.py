@@ -9,12 +9,12 @@ from .options import rule_option
 @click.command("rethreshold")
 @click.argument("out_root")
 @rule_option("--threshold", rule="threshold", number=float, required=True,
-              help="New probability threshold.")
+             help="New probability threshold.")
 @rule_option("--spot-threshold", rule="spot_threshold", number=float, default=None,
-              help="Keep only spots with a pixel at least this probable (default: each scan's own "
-                   "setting, as its report records it).")
+             help="Keep only spots with a pixel at least this probable (default: each scan's own "
+                  "setting, as its report records it).")
 @rule_option("--min-area", rule="min_area", default=None,
-              help="Drop spots smaller than this many pixels (default: each scan's own setting).")
+             help="Drop spots smaller than this many pixels (default: each scan's own setting).")
 def rethreshold(out_root, threshold, spot_threshold, min_area):
     """Rebuild masks, spots and reports under OUT_ROOT (folder or s3://...) at a new threshold.
 
