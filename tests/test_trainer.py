@@ -270,6 +270,22 @@ def run(args, env=None):
     return res
 
 
+def test_synth_draws_with_the_generator_shares_it_is_given(tmp_path):
+    photo = tmp_path / "photo.jpg"
+    cv2.imwrite(str(photo), textured(300, 400, seed=5))
+
+    def masks(out, *extra):
+        run(["synth", str(photo), "--out", str(out), "--count", "6", "--size", "96", "--seed", "2", *extra])
+        return [cv2.imread(str(out / "masks" / n), cv2.IMREAD_GRAYSCALE) for n in sorted(os.listdir(out / "masks"))]
+
+    assert any(m.any() for m in masks(tmp_path / "default"))
+    assert not any(m.any() for m in masks(tmp_path / "empty", "--generator", "empty_prob=1"))
+    bad = subprocess.run([sys.executable, "-m", "shared.cli", "synth", str(photo), "--out", str(tmp_path / "bad"),
+                          "--generator", "SHADOW_DUST_PROB=2"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--generator" in bad.stderr and "from 0 to 1" in bad.stderr
+    assert not (tmp_path / "bad").exists()
+
+
 def test_a_run_trains_on_the_written_part_of_a_pool_another_process_is_filling(tmp_path, monkeypatch):
     from trainer import data
     backgrounds = tmp_path / "backgrounds"
@@ -713,6 +729,31 @@ def test_separation_compares_each_object_peak_with_the_background_beyond_the_gap
     assert s["background_p999"] < 0.1 and s["blobs_per_mp"] == 0
     everywhere = separation.separation(prob, np.full_like(truth, synth.DUST))
     assert everywhere["objects"] == 1 and everywhere["above_p99"] is None    # no background to compare
+
+
+def test_cue_probe_tells_neutral_dust_from_shadows_by_colour_alone():
+    """Dust that darkens towards a neutral tone against shadows that scale a green scene's light,
+    both as dark as each other: darkness hardly tells them apart, the colour cue does."""
+    from trainer import cue_probe
+    assert cue_probe.auc(np.array([2.0, 3.0]), np.array([1.0])) == 1.0
+    assert cue_probe.auc(np.array([1.0]), np.array([1.0, 1.0])) == 0.5
+    rng = np.random.default_rng(0)
+    scene = np.empty((600, 600, 3), np.float32)
+    scene[:] = (40, 90, 50)
+    scene *= cv2.resize(rng.uniform(0.8, 1.2, (30, 30)), (600, 600), interpolation=cv2.INTER_CUBIC)[..., None]
+    truth = np.zeros((600, 600), np.uint8)
+    for i, (y, x) in enumerate(rng.integers(20, 580, (160, 2))):
+        disc = np.zeros((600, 600), np.uint8)
+        cv2.circle(disc, (int(x), int(y)), 4, 1, -1)
+        if i % 2:       # shadow: the same colour, 0.6x the light (unlabelled)
+            scene[disc > 0] *= 0.6
+        elif not truth[max(0, y - 20):y + 20, max(0, x - 20):x + 20].any():   # dust: lerp to neutral 24
+            scene[disc > 0] = scene[disc > 0] / 3 + 16
+            truth[disc > 0] = 255
+    img = np.clip(scene + rng.normal(0, 1.5, scene.shape), 0, 255).astype(np.uint8)
+    result = cue_probe.probe(img, truth)
+    assert result["dust"] >= 40 and result["scene_spots_per_mp"] > 50
+    assert result["chroma_drop"] > 0.95 and result["dark"] < 0.8    # weak texture minima: a little darker
 
 
 def test_separation_windows_stitch_to_the_whole_image_prediction():

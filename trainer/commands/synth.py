@@ -5,7 +5,8 @@ import click
 import cv2
 import numpy as np
 
-from .. import synth as generator
+from .. import synth as generator_module
+from . import generator_option
 
 
 @click.command("synth")
@@ -21,8 +22,14 @@ from .. import synth as generator
                    "scored like realdust-dev")
 @click.option("--clean", default=2, show_default=True, help="with --scans: extra dust-free frames")
 @click.option("--long-side", default=3300, show_default=True, help="with --scans: frame long side in px")
-def synth(backgrounds, out, count, size, seed, sprites, scans, clean, long_side):
+@generator_option("the samples")
+def synth(backgrounds, out, count, size, seed, sprites, scans, clean, long_side, generator):
     """Composite synthetic dust onto BACKGROUNDS (image files or folders)."""
+    with generator_module.overridden(generator):
+        _write(backgrounds, out, count, size, seed, sprites, scans, clean, long_side)
+
+
+def _write(backgrounds, out, count, size, seed, sprites, scans, clean, long_side):
     if scans:
         from .. import scanset
         try:
@@ -32,10 +39,10 @@ def synth(backgrounds, out, count, size, seed, sprites, scans, clean, long_side)
             raise click.UsageError(str(exc)) from None
         click.echo(f"{len(names)} frames -> {out} (score: dustspot evaluate {out}/images {out}/gt)")
         return
-    paths = generator.load_backgrounds(backgrounds)
+    paths = generator_module.load_backgrounds(backgrounds)
     if not paths:
         raise click.UsageError("no background images found")
-    bank = generator.SpriteBank(sprites) if sprites else None
+    bank = generator_module.SpriteBank(sprites) if sprites else None
     for sub in ("images", "masks"):
         os.makedirs(os.path.join(out, sub), exist_ok=True)
     width = max(5, len(str(count - 1)))
@@ -51,13 +58,13 @@ def synth(backgrounds, out, count, size, seed, sprites, scans, clean, long_side)
                     continue
                 if path not in cache:
                     cache.clear()      # keep one decoded background in memory
-                    cache[path] = generator.read_background(path)
+                    cache[path] = generator_module.read_background(path)
                 bg = cache[path]
                 if bg is None:
                     unreadable.add(path)
                     if len(unreadable) == len(paths):
                         raise click.ClickException("no readable background image")
-            image, mask = generator.make_sample(bg, rng, bank, size)
+            image, mask = generator_module.make_sample(bg, rng, bank, size)
             name = f"{i:0{width}d}.png"
             cv2.imwrite(os.path.join(out, "images", name), image)
             cv2.imwrite(os.path.join(out, "masks", name), mask)

@@ -4,6 +4,7 @@ import sys
 import click
 
 from .. import settings
+from . import generator_option
 
 ARCHITECTURES = ("unet", "unetplusplus", "unet-fullres")      # trainer.model.ARCHITECTURES, without importing torch
 
@@ -60,16 +61,14 @@ def _command_line(name):
 @click.option("--hard-positives", "hard_positive_weight", default=settings.HARD_POSITIVE_WEIGHT,
               show_default=True, type=click.FloatRange(0),
               help="weight of the BCE of the hardest quarter of the dust pixels (0: off)")
-@click.option("--generator", "generator_settings", multiple=True, metavar="NAME=SHARE",
-              help="draw the training pool with this share instead of trainer.synth's default "
-                   "(repeatable; NAME one of synth.GENERATOR_SHARES, e.g. DARK_SCENE_PROB=0.7)")
+@generator_option("the training pool")
 @click.option("--growing-pool", is_flag=True,
               help="RUN/pool-train is still being filled by another process (trainer/gpu_sweep.sh): "
                    "start once a batch of it is written, train on what is written so far")
 def train(backgrounds, run_dir, sprites, tile, batch, steps, minutes, lr, arch, encoder,
           decoder_channels, pool, valid_pool, threads, workers, seed, device, amp, resume,
           checkpoint_minutes, eval_minutes, datasets, init, stop_minutes, real_fraction, teacher,
-          distill_weight, freeze_init, busy_share, busy_texture, hard_positive_weight, generator_settings,
+          distill_weight, freeze_init, busy_share, busy_texture, hard_positive_weight, generator,
           growing_pool):
     """Train on synthetic dust composited onto BACKGROUNDS (image files or folders).
 
@@ -85,11 +84,6 @@ def train(backgrounds, run_dir, sprites, tile, batch, steps, minutes, lr, arch, 
     except ValueError:
         raise click.BadParameter(f"{decoder_channels!r}: give whole numbers, comma-separated (e.g. 16,8,8,8,8)",
                                  param_hint="--decoder-channels") from None
-    from ..synth import generator_setting
-    try:
-        generator = dict(generator_setting(text) for text in generator_settings)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--generator") from None
     ctx = click.get_current_context()
     given = {}
     if resume:              # the flags typed (or set in the environment), not their defaults
