@@ -3,7 +3,7 @@ import click
 
 
 def _generator_settings(ctx, param, texts):
-    from ..synth import generator_setting       # the generator's own check, one place
+    from ..synth import generator_setting  # the generator's own check, one place
     try:
         return dict(generator_setting(text) for text in texts)
     except ValueError as exc:
