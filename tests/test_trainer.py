@@ -44,6 +44,39 @@ def test_shadow_dust_takes_the_tone_of_the_scene_under_it():
     assert canvas.cover[20:44, 20:44].all()                       # 25% darker + flat: visible
 
 
+def test_neutral_dust_darkens_towards_a_grey_and_leaves_the_default_stream_alone():
+    """NEUTRAL_DUST_PROB: scene-following dust goes to the grey of the scene's luma (it loses the
+    foliage's colour, as an opaque particle does; a shadow keeps it), near-black tones get no
+    tint, and while the share is 0 the generator draws exactly what it drew before."""
+    rng = np.random.default_rng(0)
+    scene = np.clip(rng.normal((20, 43, 26), 12, (64, 64, 3)), 0, 255).astype(np.float32)
+    alpha = np.zeros((64, 64), np.float32)
+    alpha[16:48, 16:48] = 1
+
+    def chroma(img):
+        return np.ptp(img, axis=-1).mean() / img.mean()
+
+    coloured, grey = synth._Canvas(scene.copy(), 1.0), synth._Canvas(scene.copy(), 1.0)
+    coloured.dust(alpha, 0, 0, tone=None, opacity=1.0, shade=0.75)
+    grey.dust(alpha, 0, 0, tone=None, opacity=1.0, shade=0.75, grey=True)
+    inside = (slice(20, 44), slice(20, 44))
+    assert chroma(coloured.img[inside]) > 0.5 * chroma(scene) and chroma(grey.img[inside]) < 0.01
+    assert abs(synth._luma(grey.img[inside]).mean() - synth._luma(coloured.img[inside]).mean()) < 1.0
+    translucent = synth._Canvas(scene.copy(), 1.0)
+    translucent.dust(alpha, 0, 0, tone=None, opacity=1.0, shade=0.75, transmit=True, grey=True)
+    assert np.ptp(translucent.img[inside], axis=-1).max() < 1e-3 and translucent.img[inside].std() > 1
+
+    tones = np.array([synth._dust_tone(np.random.default_rng(i), True, neutral=True) for i in range(200)])
+    assert (np.ptp(tones, axis=1) <= 0.2 * tones.mean(axis=1) + 1).all()
+
+    background = textured(300, 400, seed=2)
+    before = synth.make_sample(background, np.random.default_rng(4), None, 128)
+    with synth.overridden({"NEUTRAL_DUST_PROB": 0.0}):
+        np.testing.assert_array_equal(before[0], synth.make_sample(background, np.random.default_rng(4), None, 128)[0])
+    with synth.overridden({"NEUTRAL_DUST_PROB": 1.0}):
+        assert not np.array_equal(before[0], synth.make_sample(background, np.random.default_rng(4), None, 128)[0])
+
+
 def test_scene_blobs_on_a_busy_scene_are_not_dark_flat_patches(monkeypatch):
     """Unlabelled scene blobs take the scene's mean colour under them: on a 1-px checkerboard of
     0 and 200 none may come out as a flat dark patch (scan01's dust, which is labelled), as a

@@ -93,6 +93,15 @@ FAINT_PROB = 0.35                   # share of low-opacity dust (faint dust: the
 # tones never produce that, and 0.2.0 found none of it.
 SHADOW_DUST_PROB = 0.3
 SHADE_FACTOR = (0.45, 0.9)
+# Share of dark dust drawn neutral: an opaque particle blocks light of every colour, so the pixel
+# goes towards a grey, and scene-following dust towards the grey of the scene's luma x the factor
+# rather than its colour x the factor.  Otherwise near-black tones get an additive N(0, 5) per
+# channel (at a tone of 10 that is a strong tint) and scene-following dust keeps the scene's
+# colour, exactly as a shadow does.  On realdust-dev's dim forest the dust keeps less colour than
+# its surroundings and the forest's own dark spots keep more: that is the one local cue that tells
+# them apart (`python -m trainer.cue_probe`: AUC 0.90, darkness 0.58, flatness 0.54; session 19).
+NEUTRAL_DUST_PROB = 0.0
+NEUTRAL_TINT = 0.04                 # relative per-channel jitter of a neutral tone ("slightly warm")
 # Share of that scene-following dust drawn per pixel (scene x factor: a translucent particle that
 # transmits 45-90 % of the light, the texture still faintly visible through it) instead of flat.
 TRANSMIT_PROB = 0.5
@@ -432,14 +441,15 @@ class _Canvas:
             return None
         return (slice(y0, y1), slice(x0, x1)), alpha[y0 - y:y1 - y, x0 - x:x1 - x]
 
-    def dust(self, alpha, y, x, tone, opacity, label=True, polarity=0, shade=None, transmit=False):
+    def dust(self, alpha, y, x, tone, opacity, label=True, polarity=0, shade=None, transmit=False,
+             grey=False):
         """Lerp towards `tone` (BGR) by alpha*opacity; label it when the change is visible.
 
         polarity -1: dust only darkens (it blocks light: black dust on a black sky is
         invisible, not grey); +1: only brightens; 0: plain lerp (scene content).
         shade: when given (a factor, or one per channel), the tone is the mean colour under the
         dust times `shade`, or with `transmit` each pixel's own colour times `shade` (translucent
-        dust); at most 255."""
+        dust); at most 255.  grey: with shade, that colour's luma in every channel (neutral dust)."""
         placed = self.place(alpha, y, x)
         if placed is None:
             return
@@ -449,10 +459,11 @@ class _Canvas:
         before = _luma(roi)
         aa = (a * opacity)[..., None]
         if shade is not None and transmit:
-            tone = np.minimum(roi * shade, 255)
+            tone = np.minimum((_luma(roi)[..., None] if grey else roi) * shade, 255)
         elif shade is not None:
             weight = a[..., None] + 1e-6
-            tone = np.minimum((roi * weight).sum(axis=(0, 1)) / weight.sum(axis=(0, 1)) * shade, 255)
+            mean = (roi * weight).sum(axis=(0, 1)) / weight.sum(axis=(0, 1))
+            tone = np.minimum((_luma(mean) if grey else mean) * shade, 255)
         target = np.asarray(tone, np.float32)
         if polarity < 0:
             target = np.minimum(target, roi)
@@ -476,9 +487,11 @@ class _Canvas:
         np.maximum(target_map[sl], core.astype(np.float32), out=target_map[sl])
 
 
-def _dust_tone(rng, dark):
+def _dust_tone(rng, dark, neutral=False):
     if dark:      # dust blocks light: near-black, slightly warm or neutral
         v = rng.uniform(0, 45)
+        if neutral:
+            return np.clip(v * (1 + rng.normal(0, NEUTRAL_TINT, 3)), 0, 255)
         return np.clip(v + rng.normal(0, 5, 3), 0, 255)
     v = rng.uniform(215, 255)
     return np.clip(v + rng.normal(0, 5, 3), 0, 255)
@@ -503,8 +516,10 @@ def _put(rng, cv, alpha, dark, scale):
     shade = _shade(rng, dark)
     polarity = 0 if shade is not None else _polarity(rng, dark)
     pos = _busy_pos(rng, cv, alpha, dark) if rng.random() < BUSY_PLACE_PROB else _random_pos(rng, cv, alpha)
-    cv.dust(alpha, *pos, _dust_tone(rng, dark), _opacity(rng), polarity=polarity, shade=shade,
-            transmit=shade is not None and rng.random() < TRANSMIT_PROB)
+    # drawn only when the share is set, so the default generator's random stream stays as it was
+    neutral = dark and NEUTRAL_DUST_PROB > 0 and rng.random() < NEUTRAL_DUST_PROB
+    cv.dust(alpha, *pos, _dust_tone(rng, dark, neutral), _opacity(rng), polarity=polarity, shade=shade,
+            transmit=shade is not None and rng.random() < TRANSMIT_PROB, grey=neutral)
 
 
 def _busy_pos(rng, cv, patch, dark):
@@ -749,8 +764,8 @@ def dust_scan(photo_bgr_uint8, rng: np.random.Generator, sprites=None, dark: boo
 # knobs experiments on the generator turn (session 17: more dim busy scenes). Each pool records
 # them, and a pool built with other values is rebuilt; the held-out frames keep the defaults.
 GENERATOR_SHARES = ("DARK_PROB", "DARK_SCENE_PROB", "DIM_SHARPEN_PROB", "FLAT_DUST_PROB",
-                    "FAINT_PROB", "SHADOW_DUST_PROB", "TRANSMIT_PROB", "BUSY_PLACE_PROB",
-                    "BUSY_ANY_LUMA_PROB", "SHARPEN_PROB", "SCENE_NOISE_PROB", "BLUR_PROB",
+                    "FAINT_PROB", "SHADOW_DUST_PROB", "NEUTRAL_DUST_PROB", "TRANSMIT_PROB",
+                    "BUSY_PLACE_PROB", "BUSY_ANY_LUMA_PROB", "SHARPEN_PROB", "SCENE_NOISE_PROB", "BLUR_PROB",
                     "JPEG_PROB", "EMPTY_PROB", "SCRATCH_PROB", "STARFIELD_PROB", "HIGHLIGHT_PROB",
                     "SCENE_BLOB_PROB", "TEXT_PROB", "TEXTURE_PROB")
 
