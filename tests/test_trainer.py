@@ -661,6 +661,45 @@ def test_full_resolution_branch_starts_as_its_unet_and_trains_alone(tmp_path):
         raise AssertionError("unetplusplus took unet weights")
 
 
+def test_colour_cue_branch_sees_grey_dust_apart_from_shadows_and_exports(tmp_path):
+    """unet-chroma: its cue maps tell a patch darkened towards grey from an equally dark shadow
+    on green; warm-started from a plain Unet it answers as that Unet did; it exports to IR."""
+    import openvino as ov
+    import torch
+
+    from trainer import export, train
+    from trainer import model as models
+    from trainer.quantize import stem_and_head
+    field = torch.tensor([40.0, 90.0, 50.0]).view(1, 3, 1, 1).expand(1, 3, 96, 96).clone() / 255
+    field[..., 20:30, 20:30] = field[..., 20:30, 20:30] / 3 + 16 / 255     # dust: towards grey 24
+    field[..., 60:70, 60:70] *= 0.6                                          # a shadow, as dark
+    cues = models.colour_cues(field)[0]
+    dust, shadow = cues[:, 25, 25], cues[:, 65, 65]
+    assert dust[1] > 0.3 and abs(shadow[1]) < 0.1           # chroma lost: dust only
+    assert abs(dust[2] - shadow[2]) < 0.02 and shadow[2] > 0.2   # darker than around: both alike
+    assert torch.allclose(models.colour_cues(torch.full((1, 3, 40, 40), 0.5)), torch.zeros(1, 3, 40, 40), atol=1e-6)
+
+    torch.manual_seed(0)
+    spec = {"arch": "unet", "encoder": "efficientnet-b1", "decoder_channels": [16, 8, 8, 8, 8]}
+    base = models.build(spec).eval()
+    init = tmp_path / "base.pt"
+    torch.save({"model": base.state_dict(), "config": {"spec": spec}}, init)
+    net = models.build({**spec, "arch": "unet-chroma"})
+    train.load_init(net, str(init), net.spec)
+    net.eval()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(net(x), base(x))
+        net.net.fuse[-1].weight.normal_(0, 0.1)             # as if trained: the branch now counts
+        assert not torch.equal(net(x), base(x))
+    xml = export.to_ir(net, str(tmp_path / "model.xml"))
+    assert export.check_ir(xml, net, size=64) < 1e-3
+    # INT8 keeps in float the stem, the head, the fuse's last conv and the branch's first, which
+    # sees the pixels through a concatenation with their cues
+    kept = stem_and_head(ov.Core().read_model(xml))
+    assert len(kept) == 4 and any("fuse.3" in n for n in kept)
+
+
 def test_pruned_network_keeps_its_trained_channels_rebuilds_from_its_spec_and_trains(tmp_path):
     """`dustspot prune` narrows a trained network by weight magnitude: what is left keeps its
     weights, the spec alone rebuilds it (resume, export, teacher), it exports to the same IR

@@ -48,8 +48,9 @@ def quantize(fp16_xml: str, calibration: np.ndarray, out_xml: str) -> str:
 
 
 # ops a pixel value passes through unchanged in kind: normalisation, bias, precision casts,
-# and the sum + sigmoid that turn head outputs into the probability
-_PASS_THROUGH = {"Add", "Subtract", "Multiply", "Divide", "Convert", "Sigmoid"}
+# the sum + sigmoid that turn head outputs into the probability, and unet-chroma's stacking of
+# the pixels with their colour cues
+_PASS_THROUGH = {"Add", "Subtract", "Multiply", "Divide", "Convert", "Sigmoid", "Concat"}
 
 
 def stem_and_head(model) -> list[str]:

@@ -6,7 +6,7 @@ import click
 from .. import settings
 from . import generator_option
 
-ARCHITECTURES = ("unet", "unetplusplus", "unet-fullres")      # trainer.model.ARCHITECTURES, without importing torch
+ARCHITECTURES = ("unet", "unetplusplus", "unet-fullres", "unet-chroma")      # trainer.model.ARCHITECTURES, without importing torch
 
 
 def _command_line(name):
