@@ -10,9 +10,14 @@
 # 0.4.0 misses the busy-scene dust it is there to learn, and tried fr; session 15 made the
 # defaults b1busy and b1hard, the student is one line away):
 #   b1busy  0.4.0's network on today's generator (busy scenes, dim forest floors), GPU scale
+#   chroma  the same with unet-chroma: unet-fullres's stride-1 branch also sees colour cues
+#           (trainer/model.py colour_cues). Session 19: scan01's dust is as dark and as flat as
+#           the forest's own shadows, only its colour tells it apart (trainer.cue_probe AUC 0.90
+#           against 0.63 for 0.4.1's probability), and neutral dust in the pool alone did not
+#           teach the network to use it in 10k CPU tiles. The default pair since session 19.
 #   b1hard  the same with `--hard-positives 0.5`: the one change that lifted the response to
 #           realdust-dev's scan01 dust off the background's (session 15, 65 CPU minutes:
-#           median peak 0.004 -> 0.12), with b1busy as its control
+#           median peak 0.004 -> 0.12), with b1busy as its control (the pair of sessions 15-18)
 #   fr      the same with unet-fullres's stride-1 detail branch (trainer/README.md), trained with
 #           the whole network (session 7 trained it frozen on 2 cores: no change; session 14 on
 #           the GPU: as b1busy)
@@ -30,7 +35,8 @@
 # gpu_sweep.sh, `dustspot train --generator`) draws the pool with other generator shares: session
 # 17's dim busy scenes are GENERATOR="DARK_SCENE_PROB=0.7 DARK_PROB=0.85 BUSY_PLACE_PROB=0.6
 # BUSY_ANY_LUMA_PROB=1.0" (models/README.md: no change to scan01 in 5k CPU tiles (session 17) nor
-# in 22k (session 18); untried at GPU scale).
+# in 22k (session 18); untried at GPU scale). Since session 19 the default is that line plus
+# NEUTRAL_DUST_PROB=1 (dark dust towards a grey, as scan01's; 10k CPU tiles: no change alone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PACK=${PACK:-runs/device}
@@ -63,12 +69,14 @@ else
     LIGHT="mnv3l:tu-mobilenetv3_large_100:32,16,16,8,8:2e-3::$TEACHER"
 fi
 # Two candidates since session 14 (fewer share the GPU faster: ~330 tiles/s each for two, ~200
-# for four); fr and p50 neither beat b1busy there. To add them (or the student, $LIGHT) back,
-# append to CANDIDATES:
+# for four); fr and p50 neither beat b1busy there. To add them (or the student, $LIGHT, or
+# b1hard) back, append to CANDIDATES:
 #   fr:efficientnet-b1:128,64,32,16,8:5e-4:$TEACHER::unet-fullres
 #   p50:efficientnet-b1:128,64,32,16,8:5e-4:$PACK/p50.pt:$TEACHER   (pruned below when named)
+#   b1hard:efficientnet-b1:128,64,32,16,8:5e-4:$TEACHER:::0.5
 export CANDIDATES=${CANDIDATES:-"b1busy:efficientnet-b1:128,64,32,16,8:5e-4:$TEACHER:
-b1hard:efficientnet-b1:128,64,32,16,8:5e-4:$TEACHER:::0.5"}
+chroma:efficientnet-b1:128,64,32,16,8:5e-4:$TEACHER::unet-chroma"}
+export GENERATOR=${GENERATOR-"NEUTRAL_DUST_PROB=1 DARK_SCENE_PROB=0.7 DARK_PROB=0.85 BUSY_PLACE_PROB=0.6 BUSY_ANY_LUMA_PROB=1.0"}
 case "$CANDIDATES" in
 *"$PACK/p50.pt"*) "$PY" -m shared.cli prune "$TEACHER" --out "$PACK/p50.pt" --ratio 0.5 ;;
 esac
