@@ -582,6 +582,19 @@ def test_probe_names_a_malformed_number_list(capsys):
     assert "--blur" in err and "'0,1.5x' is not a comma-separated list of numbers" in err
 
 
+def _tiny_unet_init(tmp_path):
+    """(spec, network, weights file) of a small random plain Unet, saved as `--init` reads it."""
+    import torch
+
+    from trainer import model as models
+    torch.manual_seed(0)
+    spec = {"arch": "unet", "encoder": "efficientnet-b1", "decoder_channels": [16, 8, 8, 8, 8]}
+    base = models.build(spec).eval()
+    init = tmp_path / "base.pt"
+    torch.save({"model": base.state_dict(), "config": {"spec": spec}}, init)
+    return spec, base, init
+
+
 def test_full_resolution_branch_starts_as_its_unet_and_trains_alone(tmp_path):
     """unet-fullres warm-started from a plain Unet: the same output at first; with --freeze-init
     only the branch learns (weights and batch-norm statistics of the Unet stay put); exports to IR."""
@@ -589,11 +602,7 @@ def test_full_resolution_branch_starts_as_its_unet_and_trains_alone(tmp_path):
 
     from trainer import export, train
     from trainer import model as models
-    torch.manual_seed(0)
-    spec = {"arch": "unet", "encoder": "efficientnet-b1", "decoder_channels": [16, 8, 8, 8, 8]}
-    base = models.build(spec).eval()
-    init = tmp_path / "base.pt"
-    torch.save({"model": base.state_dict(), "config": {"spec": spec}}, init)
+    spec, base, init = _tiny_unet_init(tmp_path)
 
     wide = models.build({**spec, "arch": "unet-fullres"})
     loaded = train.load_init(wide, str(init), wide.spec)
@@ -679,11 +688,7 @@ def test_colour_cue_branch_sees_grey_dust_apart_from_shadows_and_exports(tmp_pat
     assert abs(dust[2] - shadow[2]) < 0.02 and shadow[2] > 0.2   # darker than around: both alike
     assert torch.allclose(models.colour_cues(torch.full((1, 3, 40, 40), 0.5)), torch.zeros(1, 3, 40, 40), atol=1e-6)
 
-    torch.manual_seed(0)
-    spec = {"arch": "unet", "encoder": "efficientnet-b1", "decoder_channels": [16, 8, 8, 8, 8]}
-    base = models.build(spec).eval()
-    init = tmp_path / "base.pt"
-    torch.save({"model": base.state_dict(), "config": {"spec": spec}}, init)
+    spec, base, init = _tiny_unet_init(tmp_path)
     net = models.build({**spec, "arch": "unet-chroma"})
     train.load_init(net, str(init), net.spec)
     net.eval()
