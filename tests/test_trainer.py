@@ -313,6 +313,10 @@ def test_synth_draws_with_the_generator_shares_it_is_given(tmp_path):
 
     assert any(m.any() for m in masks(tmp_path / "default"))
     assert not any(m.any() for m in masks(tmp_path / "empty", "--generator", "empty_prob=1"))
+    # the set says what drew it
+    recorded = json.loads((tmp_path / "empty" / "synth.json").read_text())
+    assert recorded["generator"] == {"EMPTY_PROB": 1.0} and recorded["seed"] == 2 and recorded["size"] == 96
+    assert json.loads((tmp_path / "default" / "synth.json").read_text())["generator"] == {}
     bad = subprocess.run([sys.executable, "-m", "shared.cli", "synth", str(photo), "--out", str(tmp_path / "bad"),
                           "--generator", "SHADOW_DUST_PROB=2"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--generator" in bad.stderr and "from 0 to 1" in bad.stderr

@@ -1,4 +1,5 @@
 """`dustspot synth`: write synthetic dust image + mask pairs (deterministic for a seed)."""
+import json
 import os
 
 import click
@@ -6,6 +7,7 @@ import cv2
 import numpy as np
 
 from .. import synth as generator_module
+from ..data import file_sha1
 from . import generator_option
 
 
@@ -27,6 +29,16 @@ def synth(backgrounds, out, count, size, seed, sprites, scans, clean, long_side,
     """Composite synthetic dust onto BACKGROUNDS (image files or folders)."""
     with generator_module.overridden(generator):
         _write(backgrounds, out, count, size, seed, sprites, scans, clean, long_side)
+    # what drew the set, beside it: a held-out frame set drawn with other shares says so
+    settings = {"backgrounds": list(backgrounds), "count": count, "seed": seed, "sprites": sprites,
+                "generator": dict(sorted(generator.items())),
+                "generator_sha1": file_sha1(generator_module.__file__)}
+    settings.update({"scans": True, "clean": clean, "long_side": long_side} if scans else {"size": size})
+    with open(os.path.join(out, SETTINGS_FILE), "w") as f:
+        json.dump(settings, f, indent=1)
+
+
+SETTINGS_FILE = "synth.json"
 
 
 def _write(backgrounds, out, count, size, seed, sprites, scans, clean, long_side):
