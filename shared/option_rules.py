@@ -27,7 +27,12 @@ def _is_number(value) -> bool:
 
 
 def _whole(low: int, high: int):
-    return (lambda v: _is_int(v) and low <= v <= high), f"a whole number from {low} to {high}"
+    return (lambda v: _is_int(v) and low <= v <= high), f"a whole number from {low} to {_readable(high)}"
+
+
+def _readable(number: int) -> str:
+    """2^62, not 4611686018427387904: a bound that only keeps the arithmetic finite reads as one."""
+    return f"2^{number.bit_length() - 1}" if number >= 2 ** 32 and number & (number - 1) == 0 else str(number)
 
 
 # name -> (test, what a good value is). The CLI flags are checked by these too (commands.options.Rule).
