@@ -86,7 +86,7 @@ def test_one_working_resolution_only(tmp_path):
     ("--threshold", "0", "0.0 is not a number in (0, 1]"),
     ("--spot-threshold", "1.5", "1.5 is not a number in [0, 1]"),
     ("--min-area", "0", "0 is not a whole number from 1 to"),
-    ("--max-pixels", "0", "0 is not a whole number from 1 to 2^62."),
+    ("--max-pixels", "0", "0 is not a whole number from 1 to 2^62"),
 ])
 def test_a_flag_out_of_its_option_rule_is_a_usage_error_in_the_rule_words(tmp_path, flag, value, reason):
     from shared.option_rules import RULES, OptionError, check_option_values
