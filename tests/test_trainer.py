@@ -837,6 +837,36 @@ def test_cue_probe_tells_neutral_dust_from_shadows_by_colour_alone():
     assert result["chroma_drop"] > 0.95 and result["dark"] < 0.8    # weak texture minima: a little darker
 
 
+def test_context_probe_finds_disks_a_network_sees_and_names_the_scenes_that_switch_it_off():
+    """A hand-built network that calls a pixel dust when it is darker than its 9x9 surroundings,
+    unless the 65x65 around it is busy: the probe must find every disk on a flat photo and none
+    on a busy one (and nothing where no disk is)."""
+    import torch
+    from torch.nn import functional as F
+
+    from trainer import context_probe
+
+    class ContextSwitch(torch.nn.Module):
+        def forward(self, x):
+            luma = x.mean(1, keepdim=True)
+            near = F.avg_pool2d(luma, 9, 1, 4, count_include_pad=False)
+            around = F.avg_pool2d(luma, 65, 1, 32, count_include_pad=False)
+            busy = F.avg_pool2d(luma ** 2, 65, 1, 32, count_include_pad=False) - around ** 2
+            return 40 * (near - luma) - 400 * busy - 2
+
+    window, disk = context_probe.paste_disk(np.full((33, 33, 3), 200, np.uint8), tone=27, radius=4)
+    assert disk.sum() == pytest.approx(np.pi * 16, rel=0.15) and window[16, 16, 0] == 27 and window[0, 0, 0] == 200
+    rng = np.random.default_rng(0)
+    flat = np.full((500, 700, 3), 150, np.uint8)
+    busy = rng.integers(0, 256, (500, 700, 3), dtype=np.uint8)
+    seen = context_probe.probe(ContextSwitch(), flat, count=6)
+    assert seen["found"] == 1.0 and seen["median_lift"] > 0.5
+    switched_off = context_probe.probe(ContextSwitch(), busy, count=6)
+    assert switched_off["found"] == 0.0 and switched_off["median_peak"] < 0.05
+    with pytest.raises(ValueError, match="smaller than"):
+        context_probe.probe(ContextSwitch(), flat[:200], count=1)
+
+
 def test_separation_windows_stitch_to_the_whole_image_prediction():
     """The window indexing; a 2-layer net sees 2 px around a pixel, far inside the 32 px margin
     (whether 32 px is enough context for a UNet is not what this checks)."""
