@@ -19,7 +19,6 @@ Needs no truth: it runs on any photo, training photos included.
 import argparse
 import os
 
-import cv2
 import numpy as np
 import torch
 
