@@ -858,13 +858,16 @@ def test_context_probe_finds_disks_a_network_sees_and_names_the_scenes_that_swit
     assert disk.sum() == pytest.approx(np.pi * 16, rel=0.15) and window[16, 16, 0] == 27 and window[0, 0, 0] == 200
     rng = np.random.default_rng(0)
     flat = np.full((500, 700, 3), 150, np.uint8)
+    dark = np.full((500, 700, 3), 40, np.uint8)
     busy = rng.integers(0, 256, (500, 700, 3), dtype=np.uint8)
     seen = context_probe.probe(ContextSwitch(), flat, count=6)
-    assert seen["found"] == 1.0 and seen["median_lift"] > 0.5
+    assert seen["disks"] == 6 and seen["found"] == 1.0 and seen["median_lift"] > 0.5
     switched_off = context_probe.probe(ContextSwitch(), busy, count=6)
     assert switched_off["found"] == 0.0 and switched_off["median_peak"] < 0.05
     with pytest.raises(ValueError, match="smaller than"):
         context_probe.probe(ContextSwitch(), flat[:200], count=1)
+    with pytest.raises(ValueError, match="no place 40 levels brighter"):     # a dark disk there is no speck
+        context_probe.probe(ContextSwitch(), dark, count=1)
 
 
 def test_separation_windows_stitch_to_the_whole_image_prediction():

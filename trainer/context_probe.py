@@ -4,7 +4,8 @@
 
 Each clean photo is scaled to SIZE (long side, as `dustspot segment` scales a scan), and an
 unmistakable speck, a flat grey disk (TONE of 255, RADIUS working px, anti-aliased edge), is
-pasted at COUNT random places, one at a time, each into a WINDOW px crop of the photo around it.
+pasted at COUNT random places at least MIN_CONTRAST brighter than it, one at a time, each into a
+WINDOW px crop of the photo around it.
 The network's peak probability on the disk is read with and without the disk; per photo it
 prints the median peak, the share of disks found (peak >= FOUND where the photo alone stays
 below it), and the median lift.
@@ -31,6 +32,8 @@ TONE = 27           # of 255: scan01's dust (B 25, G 39, R 29 inside its objects
 RADIUS = 4.0        # working px: a ~12 px speck at a 5000 px scan's scale
 FOUND = 0.4         # 0.4.1's spot threshold
 COUNT = 24
+MIN_CONTRAST = 40   # the disk's place is at least this much brighter (mean luma, of 255)
+PLACE_TRIES = 20    # random places tried per disk wanted
 
 
 def paste_disk(window, tone=TONE, radius=RADIUS):
@@ -43,22 +46,33 @@ def paste_disk(window, tone=TONE, radius=RADIUS):
 
 
 def probe(net, photo, count=COUNT, tone=TONE, radius=RADIUS, seed=0):
-    """Disk figures of one working-scale photo: {"median_peak", "found", "median_lift"}."""
+    """Disk figures of one working-scale photo: {"disks", "median_peak", "found", "median_lift"}.
+    Disks go only where the photo is MIN_CONTRAST brighter than them: fewer than `count` on a
+    dark photo, a ValueError on one with no such place."""
     h, w = photo.shape[:2]
     if min(h, w) < WINDOW:
         raise ValueError(f"{w}x{h} px is smaller than the {WINDOW} px window")
     rng = np.random.default_rng(seed)
+    luma = photo.mean(2)
+    near = int(2 * radius) + 4          # half side of the patch the disk must stand out from
     plain, dusted = [], []
-    for _ in range(count):
+    for _ in range(count * PLACE_TRIES):
         y, x = int(rng.integers(0, h - WINDOW + 1)), int(rng.integers(0, w - WINDOW + 1))
+        cy, cx = y + WINDOW // 2, x + WINDOW // 2
+        if luma[cy - near:cy + near + 1, cx - near:cx + near + 1].mean() < tone + MIN_CONTRAST:
+            continue                    # a dark disk on a dark patch is no speck at all
         window = photo[y:y + WINDOW, x:x + WINDOW]
         with_disk, disk = paste_disk(window, tone, radius)
         plain.append(window)
         dusted.append(with_disk)
+        if len(plain) == count:
+            break
+    if not plain:
+        raise ValueError(f"no place {MIN_CONTRAST} levels brighter than the disk (tone {tone})")
     with torch.no_grad():
         peaks = validate.predict(net, np.stack(dusted), "cpu", amp=False)[:, disk].max(1)
         before = validate.predict(net, np.stack(plain), "cpu", amp=False)[:, disk].max(1)
-    return {"median_peak": float(np.median(peaks)),
+    return {"disks": len(plain), "median_peak": float(np.median(peaks)),
             "found": float(np.mean((peaks >= FOUND) & (before < FOUND))),
             "median_lift": float(np.median(peaks - before))}
 
@@ -91,7 +105,7 @@ def main(argv=None):
         except ValueError as exc:
             print(f"{path}: {exc}, skipped", flush=True)
             continue
-        print(f"{synth.scene_name(path)}: disks found {r['found']:.2f}, median peak {r['median_peak']:.3f}, "
+        print(f"{synth.scene_name(path)}: {r['disks']} disks, found {r['found']:.2f}, median peak {r['median_peak']:.3f}, "
               f"median lift {r['median_lift']:+.3f}", flush=True)
 
 
