@@ -840,7 +840,7 @@ def test_cue_probe_tells_neutral_dust_from_shadows_by_colour_alone():
 def test_context_probe_finds_disks_a_network_sees_and_names_the_scenes_that_switch_it_off():
     """A hand-built network that calls a pixel dust when it is darker than its 9x9 surroundings,
     unless the 65x65 around it is busy: the probe must find every disk on a flat photo and none
-    on a busy one (and nothing where no disk is)."""
+    on a busy one, and refuse a photo with no place where a dark disk would show."""
     import torch
     from torch.nn import functional as F
 

@@ -10,11 +10,12 @@ The network's peak probability on the disk is read with and without the disk; pe
 prints the median peak, the share of disks found (peak >= FOUND where the photo alone stays
 below it), and the median lift.
 
-Why (session 20): 0.4.0 misses realdust-dev's scan01 dust even where it is a 30-level speck on
-200-level sky (peak 0.05). Alone on a grey canvas the same speck scores 0.99; a crisp disk pasted
+Why (session 20): 0.4.0 misses realdust-dev's scan01 dust even where it is a speck of ~30 on sky
+of ~200 (peak 0.01-0.07). Alone on a grey canvas the same speck scores 0.99; a crisp disk pasted
 into scan01 scores 0.01 (median of 12 places), and flattening the scene beyond ~100 px of it brings
-it back to ~0.5. The network switches dust off across whole dense-foliage photos: Path (scan01's
-photo) and the training photo OneStandsOut find 0 of 10 disks, the other photos tried 10 of 10.
+it back to ~0.5. The network switches dust off across whole photos: it finds no disk on Path
+(scan01's photo) nor on the training photo OneStandsOut, and 8 of 8 on 84 of the 102 wallpaper
+photo files (models/README.md, "Session 20").
 Needs no truth: it runs on any photo, training photos included.
 """
 import argparse
