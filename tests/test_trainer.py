@@ -870,6 +870,18 @@ def test_context_probe_finds_disks_a_network_sees_and_names_the_scenes_that_swit
         context_probe.probe(ContextSwitch(), dark, count=1)
 
 
+def test_context_probe_names_a_missing_photo_and_unloadable_weights(tmp_path):
+    photo = tmp_path / "photo.jpg"
+    cv2.imwrite(str(photo), textured(400, 400, seed=1))
+    weights = tmp_path / "weights.pt"
+    weights.write_bytes(b"not a checkpoint")
+    for args, reason in (([str(weights), str(tmp_path / "gone.jpg")], f"no such file or folder: {tmp_path / 'gone.jpg'}"),
+                         ([str(weights), str(photo)], f"{weights}: cannot be loaded as trained weights")):
+        res = subprocess.run([sys.executable, "-m", "trainer.context_probe", *args], capture_output=True, text=True,
+                             timeout=120)
+        assert res.returncode == 1 and reason in res.stderr and "Traceback" not in res.stderr
+
+
 def test_separation_windows_stitch_to_the_whole_image_prediction():
     """The window indexing; a 2-layer net sees 2 px around a pixel, far inside the 32 px margin
     (whether 32 px is enough context for a UNet is not what this checks)."""

@@ -89,12 +89,18 @@ def main(argv=None):
     ap.add_argument("--radius", type=float, default=RADIUS, help="disk radius, working px")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    missing = [p for p in args.photos if not os.path.exists(p)]
+    if missing:
+        raise SystemExit(f"no such file or folder: {', '.join(missing)}")
     # files as given (realdust-dev's own photos too: a diagnosis); folders as the trainer reads them
     paths = [p for p in args.photos if os.path.isfile(p)]
     paths += synth.load_backgrounds([p for p in args.photos if not os.path.isfile(p)])
     if not paths:
         raise SystemExit(f"no photos found in {', '.join(args.photos)}")
-    net, _, _ = export.load_checkpoint(args.weights)
+    try:
+        net, _, _ = export.load_checkpoint(args.weights)
+    except Exception as exc:  # noqa: BLE001 - missing, truncated, or not a trainer checkpoint
+        raise SystemExit(f"{args.weights}: cannot be loaded as trained weights ({type(exc).__name__}: {exc})") from None
     for path in paths:
         img = synth.read_background(path)
         if img is None:

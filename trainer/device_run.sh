@@ -15,6 +15,9 @@
 #           the forest's own shadows, only its colour tells it apart (trainer.cue_probe AUC 0.90
 #           against 0.63 for 0.4.1's probability), and neutral dust in the pool alone did not
 #           teach the network to use it in 10k CPU tiles. The default pair since session 19.
+#           Session 20: the first obstacle is rather that the network switches dust off over
+#           whole photos (scan01's among them); check each candidate with `python -m
+#           trainer.context_probe WEIGHTS PHOTOS...` (models/README.md, "Session 20").
 #   b1hard  the same with `--hard-positives 0.5`: the one change that lifted the response to
 #           realdust-dev's scan01 dust off the background's (session 15, 65 CPU minutes:
 #           median peak 0.004 -> 0.12), with b1busy as its control (the pair of sessions 15-18)
