@@ -84,4 +84,20 @@ case "$CANDIDATES" in
 *"$PACK/p50.pt"*) "$PY" -m shared.cli prune "$TEACHER" --out "$PACK/p50.pt" --ratio 0.5 ;;
 esac
 export OUT
-PATH="$(dirname "$PY"):$PATH" exec trainer/gpu_sweep.sh
+STATUS=0
+PATH="$(dirname "$PY"):$PATH" trainer/gpu_sweep.sh || STATUS=$?
+# Each candidate on the training photos 0.4.0 switches dust off on (trainer.context_probe,
+# models/README.md "Session 20"; OneStandsOut found 0 of 8 disks, life 0.38, EveningGlow 0.62,
+# a photo it has no trouble with, Kite, 1.00), bounded so the results above always come back.
+# shellcheck disable=SC2086 # BACKGROUNDS: folders, one per word
+PROBE_PHOTOS=$(find $BACKGROUNDS \( -type d \( -name OneStandsOut -o -name EveningGlow -o -name Kite \) \
+    -o -type f -name 'life_by_*' \) 2>/dev/null | sort || true)
+if [ -n "$PROBE_PHOTOS" ]; then
+    for weights in "$OUT"/*.pt; do
+        [ -f "$weights" ] || continue
+        echo "context probe: $(basename "$weights")"
+        # shellcheck disable=SC2086 # one path per word
+        timeout "${PROBE_S:-60}" "$PY" -m trainer.context_probe "$weights" $PROBE_PHOTOS --count 8 || true
+    done 2>&1 | tee "$OUT/context_probe.txt"
+fi
+exit $STATUS
