@@ -385,10 +385,21 @@ def test_train_export_publish_segment(tmp_path):
     res = run(["train", str(backgrounds), "--run", str(run_dir), "--size", "64", "--batch", "4", "--steps", "3",
                "--pool", "48", "--valid-pool", "24", "--threads", "1", "--workers", "1",
                "--decoder-channels", "16,8,8,8,8", "--eval-minutes", "100", "--data", str(tmp_path / "labelled"),
-               "--generator", "scratch_prob=0.5"])
+               "--generator", "scratch_prob=0.5", "--probe-photos", str(backgrounds / "photo0.jpg")])
     assert "labelled tiles: 6 train" in res.stdout + res.stderr
     final = json.loads((run_dir / "final.json").read_text())
     assert final["step"] == 3 and 0 <= final["valid"]["dice"] <= 1
+    # the context probe watched the run: the share of disks found on the photo, in both records
+    assert set(final["context_probe"]) == {"photo0"} and 0 <= final["context_probe"]["photo0"] <= 1
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["context_probe"] for r in rows if "context_probe" in r] == [final["context_probe"]]
+    # a probe photo that cannot be read stops the run before any pool is built, naming it
+    (tmp_path / "garbage.jpg").write_bytes(b"not a jpeg")
+    res = subprocess.run([sys.executable, "-m", "shared.cli", "train", str(backgrounds), "--run",
+                          str(tmp_path / "probe-bad"), "--steps", "1", "--probe-photos", str(tmp_path / "garbage.jpg")],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0 and f"--probe-photos {tmp_path / 'garbage.jpg'}: unreadable" in res.stderr, res.stderr[-2000:]
+    assert not (tmp_path / "probe-bad" / "pool-train").exists()
     config = json.loads((run_dir / "config.json").read_text())
     assert config["datasets"] == [str(tmp_path / "labelled")] and config["spec"]["decoder_channels"] == [16, 8, 8, 8, 8]
     assert config["generator"] == config["data"]["generator_overrides"] == {"SCRATCH_PROB": 0.5}

@@ -35,6 +35,8 @@ FOUND = 0.4         # 0.4.1's spot threshold
 COUNT = 24
 MIN_CONTRAST = 40   # the disk's place is at least this much brighter (mean luma, of 255)
 PLACE_TRIES = 20    # random places tried per disk wanted
+SIZE = 2400         # working size (long side): 0.4.1's
+PROBE_COUNT = 16    # disks per photo when a training run watches the probe
 
 
 def paste_disk(window, tone=TONE, radius=RADIUS):
@@ -46,7 +48,7 @@ def paste_disk(window, tone=TONE, radius=RADIUS):
     return np.round(pasted).astype(np.uint8), alpha[..., 0] > 0.5
 
 
-def probe(net, photo, count=COUNT, tone=TONE, radius=RADIUS, seed=0):
+def probe(net, photo, count=COUNT, tone=TONE, radius=RADIUS, seed=0, device="cpu"):
     """Disk figures of one working-scale photo: {"disks", "median_peak", "found", "median_lift"}.
     Disks go only where the photo is MIN_CONTRAST brighter than them: fewer than `count` on a
     dark photo, a ValueError on one with no such place."""
@@ -71,11 +73,40 @@ def probe(net, photo, count=COUNT, tone=TONE, radius=RADIUS, seed=0):
     if not plain:
         raise ValueError(f"no place {MIN_CONTRAST} levels brighter than the disk (tone {tone})")
     with torch.no_grad():
-        peaks = validate.predict(net, np.stack(dusted), "cpu", amp=False)[:, disk].max(1)
-        before = validate.predict(net, np.stack(plain), "cpu", amp=False)[:, disk].max(1)
+        peaks = validate.predict(net, np.stack(dusted), device, amp=False)[:, disk].max(1)
+        before = validate.predict(net, np.stack(plain), device, amp=False)[:, disk].max(1)
     return {"disks": len(plain), "median_peak": float(np.median(peaks)),
             "found": float(np.mean((peaks >= FOUND) & (before < FOUND))),
             "median_lift": float(np.median(peaks - before))}
+
+
+def photo_paths(given):
+    """Files as given (realdust-dev's own photos too: a diagnosis); folders as the trainer reads
+    them (one size per photo, evaluation photos left out)."""
+    paths = [p for p in given if os.path.isfile(p)]
+    return paths + synth.load_backgrounds([p for p in given if not os.path.isfile(p)])
+
+
+def working_photo(path, size=SIZE):
+    """A photo file scaled to working size `size` (long side) as `dustspot segment` scales a scan;
+    a ValueError when it cannot be read."""
+    img = synth.read_background(path)
+    if img is None:
+        raise ValueError("unreadable")
+    wh, ww = working_shape(*img.shape[:2], SegmentOptions(mode="size", working_size=size))
+    return to_working(img, wh, ww)
+
+
+def probe_photos(net, photos, count=PROBE_COUNT, device="cpu"):
+    """{scene: share of disks found} over `photos` ({scene: working-scale photo}); a photo
+    with no place for a disk is left out. What `dustspot train --probe-photos` logs."""
+    found = {}
+    for scene, photo in photos.items():
+        try:
+            found[scene] = probe(net, photo, count, device=device)["found"]
+        except ValueError:
+            continue
+    return found
 
 
 def main(argv=None):
@@ -83,7 +114,7 @@ def main(argv=None):
     ap.add_argument("weights")
     ap.add_argument("photos", nargs="+", help="clean photos: files, or folders (one size per photo, "
                     "evaluation photos left out, as the trainer reads them)")
-    ap.add_argument("--size", type=int, default=2400, help="working size (long side, px)")
+    ap.add_argument("--size", type=int, default=SIZE, help="working size (long side, px)")
     ap.add_argument("--count", type=int, default=COUNT, help="disks per photo")
     ap.add_argument("--tone", type=int, default=TONE, help="disk grey, of 255")
     ap.add_argument("--radius", type=float, default=RADIUS, help="disk radius, working px")
@@ -92,9 +123,7 @@ def main(argv=None):
     missing = [p for p in args.photos if not os.path.exists(p)]
     if missing:
         raise SystemExit(f"no such file or folder: {', '.join(missing)}")
-    # files as given (realdust-dev's own photos too: a diagnosis); folders as the trainer reads them
-    paths = [p for p in args.photos if os.path.isfile(p)]
-    paths += synth.load_backgrounds([p for p in args.photos if not os.path.isfile(p)])
+    paths = photo_paths(args.photos)
     if not paths:
         raise SystemExit(f"no photos found in {', '.join(args.photos)}")
     try:
@@ -102,13 +131,8 @@ def main(argv=None):
     except Exception as exc:  # noqa: BLE001 - missing, truncated, or not a trainer checkpoint
         raise SystemExit(f"{args.weights}: cannot be loaded as trained weights ({type(exc).__name__}: {exc})") from None
     for path in paths:
-        img = synth.read_background(path)
-        if img is None:
-            print(f"{path}: unreadable, skipped", flush=True)
-            continue
-        wh, ww = working_shape(*img.shape[:2], SegmentOptions(mode="size", working_size=args.size))
         try:
-            r = probe(net, to_working(img, wh, ww), args.count, args.tone, args.radius, args.seed)
+            r = probe(net, working_photo(path, args.size), args.count, args.tone, args.radius, args.seed)
         except ValueError as exc:
             print(f"{path}: {exc}, skipped", flush=True)
             continue

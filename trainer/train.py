@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from shared.errors import DustspotError
 
-from . import data, settings, synth, validate
+from . import context_probe, data, settings, synth, validate
 from . import model as models
 
 # --- defaults (the ones flags show live in trainer.settings) ------------------------------
@@ -242,6 +242,23 @@ def prepare_pools(run, backgrounds, sprite_dir, tile, pool, valid_pool, seed, wo
     return pools, train_bg, valid_bg
 
 
+def load_probe_photos(given):
+    """{scene: working-scale photo} of --probe-photos (files or folders); a TrainError names a
+    photo that cannot be read or is too small for the probe's window."""
+    photos = {}
+    for path in context_probe.photo_paths(given):
+        try:
+            photo = context_probe.working_photo(path)
+        except ValueError as exc:
+            raise TrainError(f"--probe-photos {path}: {exc}") from None
+        if min(photo.shape[:2]) < context_probe.WINDOW:
+            raise TrainError(f"--probe-photos {path}: smaller than the probe's {context_probe.WINDOW} px window")
+        photos[synth.scene_name(path)] = photo
+    if given and not photos:
+        raise TrainError(f"--probe-photos {', '.join(given)}: no photos there")
+    return photos
+
+
 def evaluate(net, pool, device, amp):
     images, masks = pool
     prob = validate.predict(net, images, device, amp)
@@ -368,7 +385,7 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
           echo=print, datasets=(), real_fraction=REAL_FRACTION, init=None, stop_minutes=None,
           teacher=None, distill_weight=DISTILL_WEIGHT, freeze_init=False, given=None, warn=None,
           busy_share=data.BUSY_SHARE, busy_texture=data.BUSY_TEXTURE,
-          hard_positive_weight=HARD_POSITIVE_WEIGHT, growing_pool=False, generator=None):
+          hard_positive_weight=HARD_POSITIVE_WEIGHT, growing_pool=False, generator=None, probe_photos=()):
     """Train (or with resume, continue) the run in folder `run`. Everything that can be checked
     without building the tile pools (the run folder, the checkpoint or --init and the network
     they hold, --teacher, --batch against --pool) is checked first; a TrainError says what and why.
@@ -377,6 +394,9 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
     links it in): start once a batch of it is written and draw from what is written so far.
     generator: {NAME: share} for the training pool instead of trainer.synth's defaults
     (synth.GENERATOR_SHARES; recorded in config.json and the pool's pool.json).
+    probe_photos: clean photos (files or folders) that trainer.context_probe runs on at every
+    evaluation and at the end: metrics.jsonl rows and final.json's "context_probe" hold the
+    share of disks found per scene (does the network switch dust off on them, and does that move).
 
     On resume the run's configuration is in force: `given` ({"--batch": 8, ...}, the flags given
     on the command line) that differ from it are reported through `warn` (stderr). The budget
@@ -499,6 +519,8 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'})"
                              ) from None
 
+    probe_images = load_probe_photos(probe_photos)
+
     os.makedirs(run, exist_ok=True)
     torch.set_num_threads(threads)
     if state is None and os.path.exists(os.path.join(run, "metrics.jsonl")):
@@ -618,6 +640,10 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
             s = evaluate(net, pools["valid"], device, cfg["amp"])["best"]
             _log(run, {"step": step, "minutes": elapsed / 60, **{f"valid_{k}": v for k, v in s.items()}})
             echo(f"step {step}: valid {s}")
+            if probe_images:
+                found = context_probe.probe_photos(net, probe_images, device=device)
+                _log(run, {"step": step, "minutes": elapsed / 60, "context_probe": found})
+                echo(f"step {step}: context probe, share of disks found {found}")
             last_eval = elapsed
             train_mode(net, frozen_modules)
             window_t = time.time()
@@ -630,6 +656,10 @@ def train(run, backgrounds, sprite_dir=None, tile=TILE, batch=BATCH, steps=None,
     summary = {**progress_summary(step, elapsed, tiles_seen), "valid": best, "valid_curve": result["curve"]}
     if real_valid is not None:
         summary["valid_labelled"] = evaluate(net, real_valid, device, cfg["amp"])["best"]
+    if probe_images:
+        summary["context_probe"] = context_probe.probe_photos(net, probe_images, device=device)
+        _log(run, {"step": step, "minutes": elapsed / 60, "final": True, "context_probe": summary["context_probe"]})
+        echo(f"context probe, share of disks found {summary['context_probe']}")
     with open(os.path.join(run, "final.json"), "w") as f:
         json.dump(summary, f, indent=2)
     _save({"model": net.state_dict(), "config": cfg, "summary": summary}, os.path.join(run, "model.pt"))

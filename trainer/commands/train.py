@@ -62,6 +62,9 @@ def _command_line(name):
               show_default=True, type=click.FloatRange(0),
               help="weight of the BCE of the hardest quarter of the dust pixels (0: off)")
 @generator_option("the training pool")
+@click.option("--probe-photos", multiple=True, type=click.Path(exists=True),
+              help="clean photos (files or folders, repeatable) to run trainer.context_probe on at every "
+                   "evaluation and at the end: the share of pasted disks the network finds on each")
 @click.option("--growing-pool", is_flag=True,
               help="RUN/pool-train is still being filled by another process (trainer/gpu_sweep.sh): "
                    "start once a batch of it is written, train on what is written so far")
@@ -69,7 +72,7 @@ def train(backgrounds, run_dir, sprites, tile, batch, steps, minutes, lr, arch, 
           decoder_channels, pool, valid_pool, threads, workers, seed, device, amp, resume,
           checkpoint_minutes, eval_minutes, datasets, init, stop_minutes, real_fraction, teacher,
           distill_weight, freeze_init, busy_share, busy_texture, hard_positive_weight, generator,
-          growing_pool):
+          growing_pool, probe_photos):
     """Train on synthetic dust composited onto BACKGROUNDS (image files or folders).
 
     With --resume the run goes on as it was configured: flags given that differ from its
@@ -105,7 +108,7 @@ def train(backgrounds, run_dir, sprites, tile, batch, steps, minutes, lr, arch, 
                        echo=click.echo, datasets=datasets, real_fraction=real_fraction,
                        init=init, stop_minutes=stop_minutes, teacher=teacher, distill_weight=distill_weight,
                        freeze_init=freeze_init, busy_share=busy_share, busy_texture=busy_texture,
-                       hard_positive_weight=hard_positive_weight, growing_pool=growing_pool, generator=generator, given=given, warn=lambda message: click.echo(message, err=True))
+                       hard_positive_weight=hard_positive_weight, growing_pool=growing_pool, generator=generator, probe_photos=probe_photos, given=given, warn=lambda message: click.echo(message, err=True))
     except DustspotError as exc:
         raise click.ClickException(str(exc)) from None
 
