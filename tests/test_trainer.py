@@ -97,6 +97,28 @@ def test_scene_blobs_on_a_busy_scene_are_not_dark_flat_patches(monkeypatch):
     assert not canvas.cover.any()                                     # never labelled
 
 
+def test_shadow_twins_are_unlabelled_dark_specks_that_keep_the_colour_of_a_coloured_scene(monkeypatch):
+    """SHADOW_TWIN_PROB: dark specks darker than the scene and of its hue, never labelled, and
+    none on a grey scene (there a twin would be neutral dust left unlabelled)."""
+    for name in ("STARFIELD_PROB", "HIGHLIGHT_PROB", "SCENE_BLOB_PROB", "TEXTURE_PROB", "TEXT_PROB"):
+        monkeypatch.setattr(synth, name, 0.0)
+    monkeypatch.setattr(synth, "SHADOW_TWIN_PROB", 1.0)
+    rng = np.random.default_rng(0)
+    green = np.clip(rng.normal((20, 43, 26), 6, (256, 256, 3)), 0, 255).astype(np.float32)
+    canvas = synth._Canvas(green.copy(), 1.0)
+    synth._add_hard_negatives(np.random.default_rng(1), canvas, 1.0, True)
+    darker = synth._luma(green) - synth._luma(canvas.img) > 8
+    assert darker.sum() > 50                                          # twins were drawn
+    twin = canvas.img[darker]
+    assert (twin[:, 1] > twin[:, 0] + 5).mean() > 0.9                # still green, not grey
+    assert not canvas.cover.any() and not canvas.faint.any()          # never labelled
+
+    grey = np.clip(rng.normal(90, 6, (256, 256, 1)).repeat(3, axis=2), 0, 255).astype(np.float32)
+    canvas = synth._Canvas(grey.copy(), 1.0)
+    synth._add_hard_negatives(np.random.default_rng(1), canvas, 1.0, True)
+    np.testing.assert_array_equal(canvas.img, grey)
+
+
 def test_training_loss_and_validation_ignore_dont_care_pixels():
     import torch
 

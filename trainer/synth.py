@@ -146,6 +146,16 @@ SCENE_BLOB_TONE = (0.9, 1.5)
 SCENE_BLOB_HUE = 0.12
 TEXT_PROB = 0.1
 TEXTURE_PROB = 0.15
+# Share of tiles given "shadow twins": unlabelled dark specks shaped and placed like dark dust
+# (busy places, SHADE_FACTOR of the scene, flat or translucent) that keep the scene's colour, as
+# a shadow or a dark seed does.  Only where the scene under them has colour (chroma per luma at
+# least SHADOW_TWIN_MIN_CHROMA), so that with NEUTRAL_DUST_PROB=1 the one thing that tells a
+# twin from dust is that dust goes grey: the cue scan01's dust differs by (session 19, AUC 0.90),
+# and session 21's visible dust alone fired on the clean frames' own dark specks.  0 by default,
+# and then not drawn, so the default generator's random stream stays as it was.
+SHADOW_TWIN_PROB = 0.0
+SHADOW_TWINS_PER_TILE = (5, 40)
+SHADOW_TWIN_MIN_CHROMA = 0.2
 
 _SIZE_SUFFIX = re.compile(r"[_\- ]?\d+[xX]\d+$")   # Name_3840x2160: one size of Name
 PREVIEW_PREFIX = "screenshot"                     # KDE packages' thumbnails of their photo
@@ -646,6 +656,31 @@ def _add_hard_negatives(rng, cv, scale, dark):
             layer = np.zeros((cv.h, cv.w), np.uint8)          # putText wants 8-bit images
             cv2.putText(layer, words, org, font, fs, 255, max(1, int(fs * 1.5)), cv2.LINE_AA)
             cv.dust(layer.astype(np.float32) / 255, 0, 0, color, rng.uniform(0.5, 1.0), label=False)
+    if SHADOW_TWIN_PROB > 0 and rng.random() < SHADOW_TWIN_PROB:
+        _add_shadow_twins(rng, cv, scale)
+
+
+def _chroma_per_luma(bgr):
+    """(max - min channel) / luma of one colour: 0 for a grey."""
+    return float((bgr.max() - bgr.min()) / max(float(_luma(bgr)), 1.0))
+
+
+def _add_shadow_twins(rng, cv, scale):
+    """Dark specks that keep the scene's colour (see SHADOW_TWIN_PROB), never labelled."""
+    for _ in range(int(rng.integers(*SHADOW_TWINS_PER_TILE))):
+        e = np.clip(rng.lognormal(np.log(SPECK_MEDIAN), SPECK_SIGMA), *SPECK_RANGE) * scale
+        a = shape_speck(rng, max(1.0, e))
+        y, x = _busy_pos(rng, cv, a, True)
+        placed = cv.place(a, y, x)
+        if placed is None:
+            continue
+        sl, aa = placed
+        weight = aa[..., None] + 1e-6
+        under = (cv.img[sl] * weight).sum(axis=(0, 1)) / weight.sum(axis=(0, 1))
+        if _chroma_per_luma(under) < SHADOW_TWIN_MIN_CHROMA:
+            continue
+        cv.dust(a, y, x, None, rng.uniform(0.6, 1.0), label=False,
+                shade=rng.uniform(*SHADE_FACTOR), transmit=rng.random() < TRANSMIT_PROB)
 
 
 def _grain(rng, img, scale):
@@ -767,7 +802,7 @@ GENERATOR_SHARES = ("DARK_PROB", "DARK_SCENE_PROB", "DIM_SHARPEN_PROB", "FLAT_DU
                     "FAINT_PROB", "SHADOW_DUST_PROB", "NEUTRAL_DUST_PROB", "TRANSMIT_PROB",
                     "BUSY_PLACE_PROB", "BUSY_ANY_LUMA_PROB", "SHARPEN_PROB", "SCENE_NOISE_PROB", "BLUR_PROB",
                     "JPEG_PROB", "EMPTY_PROB", "SCRATCH_PROB", "STARFIELD_PROB", "HIGHLIGHT_PROB",
-                    "SCENE_BLOB_PROB", "TEXT_PROB", "TEXTURE_PROB")
+                    "SCENE_BLOB_PROB", "TEXT_PROB", "TEXTURE_PROB", "SHADOW_TWIN_PROB")
 
 
 def generator_setting(text):
