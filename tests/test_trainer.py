@@ -903,7 +903,7 @@ def test_context_probe_finds_disks_a_network_sees_and_names_the_scenes_that_swit
         context_probe.probe(ContextSwitch(), dark, count=1)
 
 
-def test_context_probe_names_a_missing_photo_and_unloadable_weights(tmp_path):
+def test_probes_name_a_missing_photo_and_unloadable_weights(tmp_path):
     photo = tmp_path / "photo.jpg"
     cv2.imwrite(str(photo), textured(400, 400, seed=1))
     weights = tmp_path / "weights.pt"
@@ -913,6 +913,16 @@ def test_context_probe_names_a_missing_photo_and_unloadable_weights(tmp_path):
         res = subprocess.run([sys.executable, "-m", "trainer.context_probe", *args], capture_output=True, text=True,
                              timeout=120)
         assert res.returncode == 1 and reason in res.stderr and "Traceback" not in res.stderr
+    truth_set = tmp_path / "set"                  # separation loads the weights the same way
+    (truth_set / "gt").mkdir(parents=True)
+    (truth_set / "images").mkdir()
+    cv2.imwrite(str(truth_set / "gt" / "a.png"), np.zeros((40, 40), np.uint8))
+    cv2.imwrite(str(truth_set / "images" / "a.jpg"), textured(40, 40, seed=1))
+    for weights_arg in (weights, tmp_path / "gone.pt"):
+        res = subprocess.run([sys.executable, "-m", "trainer.separation", str(weights_arg), str(truth_set)],
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 1 and f"{weights_arg}: cannot be loaded as trained weights" in res.stderr
+        assert "Traceback" not in res.stderr
 
 
 def test_separation_windows_stitch_to_the_whole_image_prediction():

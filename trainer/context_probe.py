@@ -126,10 +126,7 @@ def main(argv=None):
     paths = photo_paths(args.photos)
     if not paths:
         raise SystemExit(f"no photos found in {', '.join(args.photos)}")
-    try:
-        net, _, _ = export.load_checkpoint(args.weights)
-    except Exception as exc:  # noqa: BLE001 - missing, truncated, or not a trainer checkpoint
-        raise SystemExit(f"{args.weights}: cannot be loaded as trained weights ({type(exc).__name__}: {exc})") from None
+    net = export.load_weights_or_exit(args.weights)
     for path in paths:
         try:
             r = probe(net, working_photo(path, args.size), args.count, args.tone, args.radius, args.seed)

@@ -36,6 +36,15 @@ def load_checkpoint(path):
     return net, state, run
 
 
+def load_weights_or_exit(path):
+    """load_checkpoint's network for the `python -m trainer.*` probes: a SystemExit naming the
+    file and the reason instead of a traceback (missing, truncated, not a trainer checkpoint)."""
+    try:
+        return load_checkpoint(path)[0]
+    except Exception as exc:  # noqa: BLE001 - any failure to load means the same to the user
+        raise SystemExit(f"{path}: cannot be loaded as trained weights ({type(exc).__name__}: {exc})") from None
+
+
 def to_ir(net, xml_path, fp16=True):
     """Convert with dynamic batch and spatial size; returns the xml path."""
     import openvino as ov

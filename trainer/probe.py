@@ -107,7 +107,7 @@ def main(argv=None):
     ap.add_argument("--crops", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    net, _, _ = export.load_checkpoint(args.weights)
+    net = export.load_weights_or_exit(args.weights)
     rng = np.random.default_rng(args.seed)
     totals = {}
     for path in args.images:

@@ -61,7 +61,7 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--jsonl", help="also write one JSON line per photo here")
     args = ap.parse_args(argv)
-    net, _, _ = export.load_checkpoint(args.weights)
+    net = export.load_weights_or_exit(args.weights)
     paths = synth.load_backgrounds(args.backgrounds)
     if args.split != "all":
         train, valid = data.split_backgrounds(paths)

@@ -113,7 +113,7 @@ def main(argv=None):
         if missing:
             raise SystemExit(f"{args.set}: no truth for {', '.join(missing)}")
         names = wanted
-    net, _, _ = export.load_checkpoint(args.weights)
+    net = export.load_weights_or_exit(args.weights)
     for name in names:
         img, truth = at_size(*read_pair(args.set, name), args.size)
         s = separation(probabilities(net, img), truth)
