@@ -539,7 +539,7 @@ def _busy_pos(rng, cv, patch, dark):
     std, luma = cv.busy()
     any_luma = rng.random() < BUSY_ANY_LUMA_PROB
     ph, pw = patch.shape
-    best, best_score = None, -1.0
+    best, best_score = None, -np.inf
     for _ in range(BUSY_CANDIDATES):
         y, x = _random_pos(rng, cv, patch)
         yc, xc = min(max(y + ph // 2, 0), cv.h - 1), min(max(x + pw // 2, 0), cv.w - 1)
@@ -667,6 +667,7 @@ def _chroma_per_luma(bgr):
 
 def _add_shadow_twins(rng, cv, scale):
     """Dark specks that keep the scene's colour (see SHADOW_TWIN_PROB), never labelled."""
+    np.clip(cv.img, 0, 255, out=cv.img)      # busy() is cached from here on: luma of 0-255, as for the dust
     for _ in range(int(rng.integers(*SHADOW_TWINS_PER_TILE))):
         e = np.clip(rng.lognormal(np.log(SPECK_MEDIAN), SPECK_SIGMA), *SPECK_RANGE) * scale
         a = shape_speck(rng, max(1.0, e))
