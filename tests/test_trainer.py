@@ -97,9 +97,10 @@ def test_scene_blobs_on_a_busy_scene_are_not_dark_flat_patches(monkeypatch):
     assert not canvas.cover.any()                                     # never labelled
 
 
-def test_shadow_twins_are_unlabelled_dark_specks_that_keep_the_colour_of_a_coloured_scene(monkeypatch):
-    """SHADOW_TWIN_PROB: dark specks darker than the scene and of its hue, never labelled, and
-    none on a grey scene (there a twin would be neutral dust left unlabelled)."""
+def test_twins_are_unlabelled_specks_that_keep_the_colour_of_a_coloured_scene(monkeypatch):
+    """SHADOW_TWIN_PROB: specks darker than the scene and of its hue, never labelled, and none
+    on a grey scene (there a twin would be neutral dust left unlabelled); GLOW_TWIN_PROB: the
+    same, brighter."""
     for name in ("STARFIELD_PROB", "HIGHLIGHT_PROB", "SCENE_BLOB_PROB", "TEXTURE_PROB", "TEXT_PROB"):
         monkeypatch.setattr(synth, name, 0.0)
     monkeypatch.setattr(synth, "SHADOW_TWIN_PROB", 1.0)
@@ -117,6 +118,16 @@ def test_shadow_twins_are_unlabelled_dark_specks_that_keep_the_colour_of_a_colou
     canvas = synth._Canvas(grey.copy(), 1.0)
     synth._add_hard_negatives(np.random.default_rng(1), canvas, 1.0, True)
     np.testing.assert_array_equal(canvas.img, grey)
+
+    monkeypatch.setattr(synth, "SHADOW_TWIN_PROB", 0.0)             # GLOW_TWIN_PROB: the bright twins
+    monkeypatch.setattr(synth, "GLOW_TWIN_PROB", 1.0)
+    canvas = synth._Canvas(green.copy(), 1.0)
+    synth._add_hard_negatives(np.random.default_rng(1), canvas, 1.0, False)
+    brighter = synth._luma(canvas.img) - synth._luma(green) > 8
+    assert brighter.sum() > 50 and not (synth._luma(green) - synth._luma(canvas.img) > 8).any()
+    twin = canvas.img[brighter]
+    assert (twin[:, 1] > twin[:, 0] + 10).mean() > 0.9               # still green, not white
+    assert not canvas.cover.any() and not canvas.faint.any()
 
 
 def test_training_loss_and_validation_ignore_dont_care_pixels():

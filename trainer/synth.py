@@ -156,6 +156,12 @@ TEXTURE_PROB = 0.15
 SHADOW_TWIN_PROB = 0.0
 SHADOW_TWINS_PER_TILE = (5, 40)
 SHADOW_TWIN_MIN_CHROMA = 0.2
+# The same for bright dust (negatives): "glow twins", specks GLOW_FACTOR brighter than the scene
+# and of its hue (a lit seed, a nebula's knot), where bright dust goes towards a near-white.
+# realdust-dev's clean Milky Way draws 0.4.1's false spots on such knots (pinkish, ~16 levels
+# brighter than the sky around them, session 22).
+GLOW_TWIN_PROB = 0.0
+GLOW_FACTOR = (1.25, 2.0)
 
 _SIZE_SUFFIX = re.compile(r"[_\- ]?\d+[xX]\d+$")   # Name_3840x2160: one size of Name
 PREVIEW_PREFIX = "screenshot"                     # KDE packages' thumbnails of their photo
@@ -657,7 +663,9 @@ def _add_hard_negatives(rng, cv, scale, dark):
             cv2.putText(layer, words, org, font, fs, 255, max(1, int(fs * 1.5)), cv2.LINE_AA)
             cv.dust(layer.astype(np.float32) / 255, 0, 0, color, rng.uniform(0.5, 1.0), label=False)
     if SHADOW_TWIN_PROB > 0 and rng.random() < SHADOW_TWIN_PROB:
-        _add_shadow_twins(rng, cv, scale)
+        _add_twins(rng, cv, scale, True)
+    if GLOW_TWIN_PROB > 0 and rng.random() < GLOW_TWIN_PROB:
+        _add_twins(rng, cv, scale, False)
 
 
 def _chroma_per_luma(bgr):
@@ -665,13 +673,14 @@ def _chroma_per_luma(bgr):
     return float((bgr.max() - bgr.min()) / max(float(_luma(bgr)), 1.0))
 
 
-def _add_shadow_twins(rng, cv, scale):
-    """Dark specks that keep the scene's colour (see SHADOW_TWIN_PROB), never labelled."""
+def _add_twins(rng, cv, scale, dark):
+    """Dark (bright) specks that keep the scene's colour, never labelled: SHADOW_TWIN_PROB
+    (GLOW_TWIN_PROB)."""
     np.clip(cv.img, 0, 255, out=cv.img)      # busy() is cached from here on: luma of 0-255, as for the dust
     for _ in range(int(rng.integers(*SHADOW_TWINS_PER_TILE))):
         e = np.clip(rng.lognormal(np.log(SPECK_MEDIAN), SPECK_SIGMA), *SPECK_RANGE) * scale
         a = shape_speck(rng, max(1.0, e))
-        y, x = _busy_pos(rng, cv, a, True)
+        y, x = _busy_pos(rng, cv, a, dark)
         placed = cv.place(a, y, x)
         if placed is None:
             continue
@@ -681,7 +690,7 @@ def _add_shadow_twins(rng, cv, scale):
         if _chroma_per_luma(under) < SHADOW_TWIN_MIN_CHROMA:
             continue
         cv.dust(a, y, x, None, rng.uniform(0.6, 1.0), label=False,
-                shade=rng.uniform(*SHADE_FACTOR), transmit=rng.random() < TRANSMIT_PROB)
+                shade=rng.uniform(*(SHADE_FACTOR if dark else GLOW_FACTOR)), transmit=rng.random() < TRANSMIT_PROB)
 
 
 def _grain(rng, img, scale):
@@ -803,7 +812,8 @@ GENERATOR_SHARES = ("DARK_PROB", "DARK_SCENE_PROB", "DIM_SHARPEN_PROB", "FLAT_DU
                     "FAINT_PROB", "SHADOW_DUST_PROB", "NEUTRAL_DUST_PROB", "TRANSMIT_PROB",
                     "BUSY_PLACE_PROB", "BUSY_ANY_LUMA_PROB", "SHARPEN_PROB", "SCENE_NOISE_PROB", "BLUR_PROB",
                     "JPEG_PROB", "EMPTY_PROB", "SCRATCH_PROB", "STARFIELD_PROB", "HIGHLIGHT_PROB",
-                    "SCENE_BLOB_PROB", "TEXT_PROB", "TEXTURE_PROB", "SHADOW_TWIN_PROB")
+                    "SCENE_BLOB_PROB", "TEXT_PROB", "TEXTURE_PROB", "SHADOW_TWIN_PROB",
+                    "GLOW_TWIN_PROB")
 
 
 def generator_setting(text):
