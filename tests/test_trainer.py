@@ -914,6 +914,32 @@ def test_context_probe_finds_disks_a_network_sees_and_names_the_scenes_that_swit
         context_probe.probe(ContextSwitch(), dark, count=1)
 
 
+def test_hue_probe_pastes_disks_of_the_place_colour_that_a_colour_aware_network_ignores():
+    """--hue: as dark as the grey disk but of its place's colour, only on coloured places. A
+    network that calls dark *and grey* pixels dust finds the grey disks and none of the hued."""
+    import torch
+    from torch.nn import functional as F
+
+    from trainer import context_probe
+
+    class GreyDark(torch.nn.Module):
+        def forward(self, x):
+            luma = x.mean(1, keepdim=True)
+            around = F.avg_pool2d(luma, 9, 1, 4, count_include_pad=False)
+            chroma = (x.amax(1, keepdim=True) - x.amin(1, keepdim=True)) / (luma + 0.02)
+            return 40 * (around - luma) - 20 * chroma - 1
+
+    green = np.zeros((500, 700, 3), np.uint8)
+    green[:] = (60, 180, 90)                                      # BGR
+    grey = context_probe.probe(GreyDark(), green, count=6)
+    hued = context_probe.probe(GreyDark(), green, count=6, hue=True)
+    assert grey["found"] == 1.0 and hued["disks"] == 6 and hued["found"] == 0.0
+    window, _ = context_probe.paste_disk(green[:33, :33], tone=(10, 30, 15), radius=4)
+    assert tuple(window[16, 16]) == (10, 30, 15)
+    with pytest.raises(ValueError, match="with colour"):         # a grey photo has no coloured place
+        context_probe.probe(GreyDark(), np.full((500, 700, 3), 150, np.uint8), count=1, hue=True)
+
+
 def test_probes_name_a_missing_photo_and_unloadable_weights(tmp_path):
     photo = tmp_path / "photo.jpg"
     cv2.imwrite(str(photo), textured(400, 400, seed=1))

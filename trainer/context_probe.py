@@ -17,6 +17,12 @@ it back to ~0.5. The network switches dust off across whole photos: it finds no 
 (scan01's photo) nor on the training photo OneStandsOut, and 8 of 8 on 84 of the 102 wallpaper
 photo files (models/README.md, "Session 20").
 Needs no truth: it runs on any photo, training photos included.
+
+--hue pastes the disk in the colour of its place instead (the patch's mean colour scaled to the
+disk's tone: as dark, not grey), only where that patch has colour (chroma per mean at least
+HUE_MIN_CHROMA). A dark coloured speck is what a shadow or a seed looks like, and grey is what
+dust goes to (session 19), so a network that reads the colour cue finds the grey disks and not
+these: the pair measures the cue (session 22's shadow twins) without any truth.
 """
 import argparse
 import os
@@ -37,21 +43,24 @@ MIN_CONTRAST = 40   # the disk's place is at least this much brighter (mean luma
 PLACE_TRIES = 20    # random places tried per disk wanted
 SIZE = 2400         # working size (long side): 0.4.1's
 PROBE_COUNT = 16    # disks per photo when a training run watches the probe
+HUE_MIN_CHROMA = 0.2  # --hue: (max - min channel) / mean of the place's colour (synth's twins' bound)
 
 
 def paste_disk(window, tone=TONE, radius=RADIUS):
-    """A copy of `window` (uint8 BGR) with a flat grey disk at its centre; (copy, disk mask)."""
+    """A copy of `window` (uint8 BGR) with a flat disk of `tone` (a grey, or BGR) at its centre;
+    (copy, disk mask)."""
     h, w = window.shape[:2]
     yy, xx = np.mgrid[:h, :w]
     alpha = np.clip(radius + 0.5 - np.hypot(yy - h // 2, xx - w // 2), 0, 1)[..., None]
-    pasted = window.astype(np.float32) * (1 - alpha) + tone * alpha
+    pasted = window.astype(np.float32) * (1 - alpha) + np.asarray(tone, np.float32) * alpha
     return np.round(pasted).astype(np.uint8), alpha[..., 0] > 0.5
 
 
-def probe(net, photo, count=COUNT, tone=TONE, radius=RADIUS, seed=0, device="cpu"):
+def probe(net, photo, count=COUNT, tone=TONE, radius=RADIUS, seed=0, device="cpu", hue=False):
     """Disk figures of one working-scale photo: {"disks", "median_peak", "found", "median_lift"}.
     Disks go only where the photo is MIN_CONTRAST brighter than them: fewer than `count` on a
-    dark photo, a ValueError on one with no such place."""
+    dark photo, a ValueError on one with no such place. hue: disks in their place's colour
+    (see the module docstring), only where it has colour."""
     h, w = photo.shape[:2]
     if min(h, w) < WINDOW:
         raise ValueError(f"{w}x{h} px is smaller than the {WINDOW} px window")
@@ -65,13 +74,21 @@ def probe(net, photo, count=COUNT, tone=TONE, radius=RADIUS, seed=0, device="cpu
         if luma[cy - near:cy + near + 1, cx - near:cx + near + 1].mean() < tone + MIN_CONTRAST:
             continue                    # a dark disk on a dark patch is no speck at all
         window = photo[y:y + WINDOW, x:x + WINDOW]
-        with_disk, disk = paste_disk(window, tone, radius)
+        colour = tone
+        if hue:
+            mean = window[WINDOW // 2 - near:WINDOW // 2 + near + 1,
+                          WINDOW // 2 - near:WINDOW // 2 + near + 1].reshape(-1, 3).mean(0)
+            if np.ptp(mean) < HUE_MIN_CHROMA * mean.mean():
+                continue                # a grey place: its colour is the grey disk's
+            colour = mean * tone / mean.mean()
+        with_disk, disk = paste_disk(window, colour, radius)
         plain.append(window)
         dusted.append(with_disk)
         if len(plain) == count:
             break
     if not plain:
-        raise ValueError(f"no place {MIN_CONTRAST} levels brighter than the disk (tone {tone})")
+        raise ValueError(f"no place {MIN_CONTRAST} levels brighter than the disk (tone {tone})"
+                         + (" with colour" if hue else ""))
     with torch.no_grad():
         peaks = validate.predict(net, np.stack(dusted), device, amp=False)[:, disk].max(1)
         before = validate.predict(net, np.stack(plain), device, amp=False)[:, disk].max(1)
@@ -119,6 +136,7 @@ def main(argv=None):
     ap.add_argument("--tone", type=int, default=TONE, help="disk grey, of 255")
     ap.add_argument("--radius", type=float, default=RADIUS, help="disk radius, working px")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--hue", action="store_true", help="disks in the colour of their place (as dark)")
     args = ap.parse_args(argv)
     missing = [p for p in args.photos if not os.path.exists(p)]
     if missing:
@@ -129,11 +147,12 @@ def main(argv=None):
     net = export.load_weights_or_exit(args.weights)
     for path in paths:
         try:
-            r = probe(net, working_photo(path, args.size), args.count, args.tone, args.radius, args.seed)
+            r = probe(net, working_photo(path, args.size), args.count, args.tone, args.radius, args.seed,
+                      hue=args.hue)
         except ValueError as exc:
             print(f"{path}: {exc}, skipped", flush=True)
             continue
-        print(f"{synth.scene_name(path)}: {r['disks']} disks, found {r['found']:.2f}, median peak {r['median_peak']:.3f}, "
+        print(f"{synth.scene_name(path)}: {r['disks']} {'hued ' if args.hue else ''}disks, found {r['found']:.2f}, median peak {r['median_peak']:.3f}, "
               f"median lift {r['median_lift']:+.3f}", flush=True)
 
 
