@@ -994,6 +994,31 @@ def test_generator_settings_are_checked_applied_and_restored():
     assert synth.DARK_SCENE_PROB == before
 
 
+def test_dark_only_shares_change_dark_dust_and_leave_bright_dust_and_the_default_stream_alone():
+    """DARK:NAME=VALUE sets a per-object share for dark dust alone: dark dust drawn with
+    DARK:FAINT_PROB=1 is all faint, bright dust in the same block is drawn as before."""
+    assert synth.generator_setting("dark:faint_prob=0") == ("DARK:FAINT_PROB", 0.0)
+    with pytest.raises(ValueError, match="dark dust only"):
+        synth.generator_setting("DARK:DARK_PROB=0.5")        # not a per-object share
+
+    def opacities(dark):
+        rng = np.random.default_rng(5)
+        return np.array([synth._opacity(rng, dark) for _ in range(400)])
+
+    dark_before, bright_before, faint = opacities(True), opacities(False), synth.FAINT_PROB
+    assert (dark_before > 0.55).mean() > 0.5                  # mostly opaque by default
+    with synth.overridden({"DARK:FAINT_PROB": 1.0}):
+        assert (opacities(True) <= 0.55).all()                # dark dust: all faint
+        np.testing.assert_array_equal(opacities(False), bright_before)
+        assert synth.FAINT_PROB == faint and synth._share("FAINT_PROB", False) == faint
+    np.testing.assert_array_equal(opacities(True), dark_before)    # restored after the block
+
+    background = textured(300, 400, seed=2)
+    before = synth.make_sample(background, np.random.default_rng(4), None, 128)
+    with synth.overridden({"DARK:FLAT_DUST_PROB": synth.FLAT_DUST_PROB}):
+        np.testing.assert_array_equal(before[0], synth.make_sample(background, np.random.default_rng(4), None, 128)[0])
+
+
 def test_a_pool_draws_with_its_generator_settings_records_them_and_is_rebuilt_without(tmp_path):
     from trainer import data
     photo = tmp_path / "photo.png"

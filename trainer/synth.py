@@ -515,7 +515,7 @@ def _dust_tone(rng, dark, neutral=False):
 
 def _polarity(rng, dark):
     """0: flat lerp (most dust); -1 / +1: only darken / only brighten (see FLAT_DUST_PROB)."""
-    if rng.random() < FLAT_DUST_PROB:
+    if rng.random() < _share("FLAT_DUST_PROB", dark):
         return 0
     return -1 if dark else 1
 
@@ -531,10 +531,10 @@ def _put(rng, cv, alpha, dark, scale):
     """Composite one labelled artefact of polarity family `dark` at a random place."""
     shade = _shade(rng, dark)
     polarity = 0 if shade is not None else _polarity(rng, dark)
-    pos = _busy_pos(rng, cv, alpha, dark) if rng.random() < BUSY_PLACE_PROB else _random_pos(rng, cv, alpha)
+    pos = _busy_pos(rng, cv, alpha, dark) if rng.random() < _share("BUSY_PLACE_PROB", dark) else _random_pos(rng, cv, alpha)
     # drawn only when the share is set, so the default generator's random stream stays as it was
     neutral = dark and NEUTRAL_DUST_PROB > 0 and rng.random() < NEUTRAL_DUST_PROB
-    cv.dust(alpha, *pos, _dust_tone(rng, dark, neutral), _opacity(rng), polarity=polarity, shade=shade,
+    cv.dust(alpha, *pos, _dust_tone(rng, dark, neutral), _opacity(rng, dark), polarity=polarity, shade=shade,
             transmit=shade is not None and rng.random() < TRANSMIT_PROB, grey=neutral)
 
 
@@ -543,7 +543,7 @@ def _busy_pos(rng, cv, patch, dark):
     (dark under bright dust), i.e. where the dust contrasts with the pixel yet hides in texture;
     by texture alone in BUSY_ANY_LUMA_PROB of the calls (busy shadows too)."""
     std, luma = cv.busy()
-    any_luma = rng.random() < BUSY_ANY_LUMA_PROB
+    any_luma = rng.random() < _share("BUSY_ANY_LUMA_PROB", dark)
     ph, pw = patch.shape
     best, best_score = None, -np.inf
     for _ in range(BUSY_CANDIDATES):
@@ -555,8 +555,8 @@ def _busy_pos(rng, cv, patch, dark):
     return best
 
 
-def _opacity(rng):
-    if rng.random() < FAINT_PROB:
+def _opacity(rng, dark):
+    if rng.random() < _share("FAINT_PROB", dark):
         return rng.uniform(0.1, 0.55)
     return rng.uniform(0.6, 1.0)
 
@@ -816,12 +816,28 @@ GENERATOR_SHARES = ("DARK_PROB", "DARK_SCENE_PROB", "DIM_SHARPEN_PROB", "FLAT_DU
                     "GLOW_TWIN_PROB")
 
 
+# Shares drawn once per dust object that may also be set for dark dust alone, as DARK:NAME=VALUE
+# (session 22: the visible shares that ease the switch on dark dust made the network call
+# every bright fleck in a busy scene bright dust, because they act on both polarities).
+DARK_SHARES = ("FLAT_DUST_PROB", "FAINT_PROB", "BUSY_PLACE_PROB", "BUSY_ANY_LUMA_PROB")
+DARK_PREFIX = "DARK:"
+_dark_only = {}                     # {NAME: share} for dark dust; bright dust keeps the module's
+
+
+def _share(name, dark):
+    """The share NAME for dust of this polarity: a DARK: override for dark dust, else the module's."""
+    return _dark_only.get(name, globals()[name]) if dark else globals()[name]
+
+
 def generator_setting(text):
-    """("NAME", value) of a NAME=VALUE override; a ValueError saying what is wrong."""
+    """("NAME", value) of a NAME=VALUE (or DARK:NAME=VALUE) override; a ValueError saying what is
+    wrong."""
     name, sep, value = text.partition("=")
     name = name.strip().upper()
-    if not sep or name not in GENERATOR_SHARES:
-        raise ValueError(f"{text!r}: give NAME=VALUE with NAME one of {', '.join(GENERATOR_SHARES)}")
+    known = name in GENERATOR_SHARES or (name.startswith(DARK_PREFIX) and name[len(DARK_PREFIX):] in DARK_SHARES)
+    if not sep or not known:
+        raise ValueError(f"{text!r}: give NAME=VALUE with NAME one of {', '.join(GENERATOR_SHARES)}, "
+                         f"or {DARK_PREFIX}NAME (dark dust only) with NAME one of {', '.join(DARK_SHARES)}")
     try:
         share = float(value)
     except ValueError:
@@ -836,9 +852,14 @@ def overridden(settings):
     """Within the block the generator draws with these shares ({NAME: value}, as
     generator_setting checks them) instead of the module's; the defaults come back after."""
     settings = dict(generator_setting(f"{k}={v}") for k, v in (settings or {}).items())
-    saved = {name: globals()[name] for name in settings}
-    globals().update(settings)
+    dark = {k[len(DARK_PREFIX):]: v for k, v in settings.items() if k.startswith(DARK_PREFIX)}
+    shares = {k: v for k, v in settings.items() if not k.startswith(DARK_PREFIX)}
+    saved, saved_dark = {name: globals()[name] for name in shares}, dict(_dark_only)
+    globals().update(shares)
+    _dark_only.update(dark)
     try:
         yield
     finally:
         globals().update(saved)
+        _dark_only.clear()
+        _dark_only.update(saved_dark)

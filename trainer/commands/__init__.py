@@ -16,4 +16,5 @@ def generator_option(what):
     return click.option(
         "--generator", "generator", multiple=True, metavar="NAME=SHARE", callback=_generator_settings,
         help=f"draw {what} with this share instead of trainer.synth's default (repeatable; NAME "
-             "one of synth.GENERATOR_SHARES, e.g. DARK_SCENE_PROB=0.7)")
+             "one of synth.GENERATOR_SHARES, e.g. DARK_SCENE_PROB=0.7; DARK:NAME=SHARE sets one of "
+             "synth.DARK_SHARES for dark dust alone, e.g. DARK:FAINT_PROB=0)")
