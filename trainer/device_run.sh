@@ -39,8 +39,12 @@
 # gpu_sweep.sh, `dustspot train --generator`) draws the pool with other generator shares: session
 # 17's dim busy scenes are GENERATOR="DARK_SCENE_PROB=0.7 DARK_PROB=0.85 BUSY_PLACE_PROB=0.6
 # BUSY_ANY_LUMA_PROB=1.0" (models/README.md: no change to scan01 in 5k CPU tiles (session 17) nor
-# in 22k (session 18); untried at GPU scale). Since session 19 the default is that line plus
+# in 22k (session 18); untried at GPU scale). Sessions 19-21 ran that line plus
 # NEUTRAL_DUST_PROB=1 (dark dust towards a grey, as scan01's; 10k CPU tiles: no change alone).
+# Since session 22 the default is session 21's visible regime for dark dust alone (DARK:..., so
+# bright dust stays as it was: with the shares on both polarities the network took every bright
+# fleck for dust) plus shadow twins (coloured dark specks, unlabelled: the colour cue); untried
+# as a whole, its parts measured on CPU (models/README.md "Session 21", "Session 22").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PACK=${PACK:-runs/device}
@@ -80,7 +84,7 @@ fi
 #   b1hard:efficientnet-b1:128,64,32,16,8:5e-4:$TEACHER:::0.5
 export CANDIDATES=${CANDIDATES:-"b1busy:efficientnet-b1:128,64,32,16,8:5e-4:$TEACHER:
 chroma:efficientnet-b1:128,64,32,16,8:5e-4:$TEACHER::unet-chroma"}
-export GENERATOR=${GENERATOR-"NEUTRAL_DUST_PROB=1 DARK_SCENE_PROB=0.7 DARK_PROB=0.85 BUSY_PLACE_PROB=0.6 BUSY_ANY_LUMA_PROB=1.0"}
+export GENERATOR=${GENERATOR-"NEUTRAL_DUST_PROB=1 SHADOW_DUST_PROB=0 DARK:FAINT_PROB=0 DARK:FLAT_DUST_PROB=1 DARK:BUSY_PLACE_PROB=1 DARK:BUSY_ANY_LUMA_PROB=0 SHADOW_TWIN_PROB=0.8"}
 case "$CANDIDATES" in
 *"$PACK/p50.pt"*) "$PY" -m shared.cli prune "$TEACHER" --out "$PACK/p50.pt" --ratio 0.5 ;;
 esac
