@@ -149,13 +149,13 @@ TEXTURE_PROB = 0.15
 # Share of tiles given "shadow twins": unlabelled dark specks shaped and placed like dark dust
 # (busy places, SHADE_FACTOR of the scene, flat or translucent) that keep the scene's colour, as
 # a shadow or a dark seed does.  Only where the scene under them has colour (chroma per luma at
-# least SHADOW_TWIN_MIN_CHROMA), so that with NEUTRAL_DUST_PROB=1 the one thing that tells a
-# twin from dust is that dust goes grey: the cue scan01's dust differs by (session 19, AUC 0.90),
-# and session 21's visible dust alone fired on the clean frames' own dark specks.  0 by default,
-# and then not drawn, so the default generator's random stream stays as it was.
+# least TWIN_MIN_CHROMA), so that with NEUTRAL_DUST_PROB=1 the one thing that tells a twin from
+# dust is that dust goes grey: the cue scan01's dust differs by (session 19, AUC 0.90), and what
+# 0.4.1's false spots on scan02 lack (dark red specks of the leaves' hue, session 22).  0 by
+# default, and then not drawn, so the default generator's random stream stays as it was.
 SHADOW_TWIN_PROB = 0.0
-SHADOW_TWINS_PER_TILE = (5, 40)
-SHADOW_TWIN_MIN_CHROMA = 0.2
+TWINS_PER_TILE = (5, 40)
+TWIN_MIN_CHROMA = 0.2
 # The same for bright dust (negatives): "glow twins", specks GLOW_FACTOR brighter than the scene
 # and of its hue (a lit seed, a nebula's knot), where bright dust goes towards a near-white.
 # realdust-dev's clean Milky Way draws 0.4.1's false spots on such knots (pinkish, ~16 levels
@@ -677,7 +677,7 @@ def _add_twins(rng, cv, scale, dark):
     """Dark (bright) specks that keep the scene's colour, never labelled: SHADOW_TWIN_PROB
     (GLOW_TWIN_PROB)."""
     np.clip(cv.img, 0, 255, out=cv.img)      # busy() is cached from here on: luma of 0-255, as for the dust
-    for _ in range(int(rng.integers(*SHADOW_TWINS_PER_TILE))):
+    for _ in range(int(rng.integers(*TWINS_PER_TILE))):
         e = np.clip(rng.lognormal(np.log(SPECK_MEDIAN), SPECK_SIGMA), *SPECK_RANGE) * scale
         a = shape_speck(rng, max(1.0, e))
         y, x = _busy_pos(rng, cv, a, dark)
@@ -687,7 +687,7 @@ def _add_twins(rng, cv, scale, dark):
         sl, aa = placed
         weight = aa[..., None] + 1e-6
         under = (cv.img[sl] * weight).sum(axis=(0, 1)) / weight.sum(axis=(0, 1))
-        if _chroma_per_luma(under) < SHADOW_TWIN_MIN_CHROMA:
+        if _chroma_per_luma(under) < TWIN_MIN_CHROMA:
             continue
         cv.dust(a, y, x, None, rng.uniform(0.6, 1.0), label=False,
                 shade=rng.uniform(*(SHADE_FACTOR if dark else GLOW_FACTOR)), transmit=rng.random() < TRANSMIT_PROB)
