@@ -19,8 +19,8 @@ photo files (models/README.md, "Session 20").
 Needs no truth: it runs on any photo, training photos included.
 
 --hue pastes the disk in the colour of its place instead (the patch's mean colour scaled to the
-disk's tone: as dark, not grey), only where that patch has colour (chroma per mean at least
-HUE_MIN_CHROMA). A dark coloured speck is what a shadow or a seed looks like, and grey is what
+disk's tone: as dark, not grey), only where that patch has colour (synth.chroma_per_luma at
+least synth.TWIN_MIN_CHROMA, the twins' bound). A dark coloured speck is what a shadow or a seed looks like, and grey is what
 dust goes to (session 19), so a network that reads the colour cue finds the grey disks and not
 these: the pair measures the cue (session 22's shadow twins) without any truth.
 """
@@ -43,7 +43,6 @@ MIN_CONTRAST = 40   # the disk's place is at least this much brighter (mean luma
 PLACE_TRIES = 20    # random places tried per disk wanted
 SIZE = 2400         # working size (long side): 0.4.1's
 PROBE_COUNT = 16    # disks per photo when a training run watches the probe
-HUE_MIN_CHROMA = 0.2  # --hue: (max - min channel) / mean of the place's colour (synth's twins' bound)
 
 
 def paste_disk(window, tone=TONE, radius=RADIUS):
@@ -78,7 +77,7 @@ def probe(net, photo, count=COUNT, tone=TONE, radius=RADIUS, seed=0, device="cpu
         if hue:
             mean = window[WINDOW // 2 - near:WINDOW // 2 + near + 1,
                           WINDOW // 2 - near:WINDOW // 2 + near + 1].reshape(-1, 3).mean(0)
-            if np.ptp(mean) < HUE_MIN_CHROMA * mean.mean():
+            if synth.chroma_per_luma(mean) < synth.TWIN_MIN_CHROMA:
                 continue                # a grey place: its colour is the grey disk's
             colour = mean * tone / mean.mean()
         with_disk, disk = paste_disk(window, colour, radius)

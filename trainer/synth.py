@@ -668,7 +668,7 @@ def _add_hard_negatives(rng, cv, scale, dark):
         _add_twins(rng, cv, scale, False)
 
 
-def _chroma_per_luma(bgr):
+def chroma_per_luma(bgr):
     """(max - min channel) / luma of one colour: 0 for a grey."""
     return float((bgr.max() - bgr.min()) / max(float(_luma(bgr)), 1.0))
 
@@ -687,7 +687,7 @@ def _add_twins(rng, cv, scale, dark):
         sl, aa = placed
         weight = aa[..., None] + 1e-6
         under = (cv.img[sl] * weight).sum(axis=(0, 1)) / weight.sum(axis=(0, 1))
-        if _chroma_per_luma(under) < TWIN_MIN_CHROMA:
+        if chroma_per_luma(under) < TWIN_MIN_CHROMA:
             continue
         cv.dust(a, y, x, None, rng.uniform(0.6, 1.0), label=False,
                 shade=rng.uniform(*(SHADE_FACTOR if dark else GLOW_FACTOR)), transmit=rng.random() < TRANSMIT_PROB)
