@@ -977,6 +977,24 @@ def test_separation_windows_stitch_to_the_whole_image_prediction():
     np.testing.assert_allclose(stitched[:-2, :-2], whole[:698, :1098], atol=1e-5)
 
 
+def test_separation_gates_from_blur_replace_only_the_squeeze_excitation_input():
+    """The gates of a window are recorded on its blurred copy and replayed on the window itself:
+    a blur that changes nothing changes no probability, a real blur of texture changes them
+    (with trained weights: a random EfficientNet's deep activations, and so its gates, are ~0)."""
+    import cv2
+    import torch
+
+    from trainer import export, separation
+    net = export.load_weights_or_exit(os.path.join(os.path.dirname(__file__), "..", "trainer", "weights", "dustspot-unet-0.4.0.pt"))
+    assert len(separation.squeeze_convs(net)) > 0
+    assert separation.squeeze_convs(torch.nn.Conv2d(3, 1, 1)) == []
+    img = cv2.GaussianBlur(np.random.default_rng(2).integers(0, 256, (128, 160, 3), dtype=np.uint8), (0, 0), 1.5)
+    plain = separation.probabilities(net, img)
+    np.testing.assert_allclose(separation.probabilities(net, img, gates_blur=1e-3), plain, atol=1e-6)
+    assert np.abs(separation.probabilities(net, img, gates_blur=8) - plain).max() > 0.05
+    assert not any(conv._forward_pre_hooks for conv in separation.squeeze_convs(net))   # hooks removed
+
+
 def test_generator_settings_are_checked_applied_and_restored():
     for name in synth.GENERATOR_SHARES:
         assert 0 <= getattr(synth, name) <= 1, name            # each names a share synth draws with

@@ -1,6 +1,6 @@
 """Does a network separate the dust from the scene around it, or only raise both?
 
-    python -m trainer.separation WEIGHTS.pt SET [--size 2400] [--only NAME,NAME]
+    python -m trainer.separation WEIGHTS.pt SET [--size 2400] [--only NAME,NAME] [--gates-from-blur SIGMA]
 
 SET holds images/<name>.jpg and gt/<name>.png (255 dust, 128 don't care, 0 clean): realdust-dev
 or held-out frames (`dustspot synth --scans`). Each image is scaled to SIZE (long side, as
@@ -15,8 +15,15 @@ compared with its truth, per object rather than per threshold:
 A loss that only lifts the network's answer moves the median peak and the background together
 and leaves the separation where it was (models/README.md, session 16: 11-16 % on realdust-dev's
 scan01 for every run). A diagnosis, never a selection criterion on realdust-dev.
+
+--gates-from-blur SIGMA: EfficientNet's squeeze-excitation gates each block's channels by the
+average over the whole window, a global switch. With this flag every window's gates come from a
+copy of it blurred by SIGMA (working px): tone and colour kept, texture gone. If the network
+separated dust from a busy scene locally and only the gates switched it off, the separation
+would rise (models/README.md, session 23: on scan01 it lifts everything and separates less).
 """
 import argparse
+import contextlib
 import os
 
 import cv2
@@ -32,8 +39,39 @@ BLOB_THRESHOLD = 0.15
 WINDOW, MARGIN = 512, 32    # inference windows (px), each with this much context on every side
 
 
-def probabilities(net, img):
-    """Probabilities of a uint8 BGR image, window by window (bounded memory at any size)."""
+def squeeze_convs(net):
+    """The squeeze-excitation reduce convolutions of smp's EfficientNet blocks, in order."""
+    return [module for name, module in net.named_modules() if name.endswith("_se_reduce")]
+
+
+@contextlib.contextmanager
+def _squeeze_hooks(net, stored, replay):
+    """Record each block's squeezed (pooled) input into `stored`, or replay it from there."""
+    def hook(index):
+        if replay:
+            return lambda module, args: (stored[index],)
+        return lambda module, args: stored.__setitem__(index, args[0])
+    handles = [conv.register_forward_pre_hook(hook(i)) for i, conv in enumerate(squeeze_convs(net))]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _predict(net, win, gates_blur):
+    if not gates_blur:
+        return validate.predict(net, win[None], "cpu", amp=False)[0]
+    stored = {}
+    with _squeeze_hooks(net, stored, replay=False):
+        validate.predict(net, cv2.GaussianBlur(win, (0, 0), gates_blur)[None], "cpu", amp=False)
+    with _squeeze_hooks(net, stored, replay=True):
+        return validate.predict(net, win[None], "cpu", amp=False)[0]
+
+
+def probabilities(net, img, gates_blur=None):
+    """Probabilities of a uint8 BGR image, window by window (bounded memory at any size); with
+    `gates_blur`, squeeze-excitation gates from each window blurred by that sigma (px)."""
     h, w = img.shape[:2]
     out = np.zeros((h, w), np.float32)
     for y in range(0, h, WINDOW):
@@ -43,7 +81,7 @@ def probabilities(net, img):
             win = img[y0:y1, x0:x1]
             ph, pw = -win.shape[0] % 32, -win.shape[1] % 32
             win = np.pad(win, ((0, ph), (0, pw), (0, 0)), mode="reflect")
-            prob = validate.predict(net, win[None], "cpu", amp=False)[0]
+            prob = _predict(net, win, gates_blur)
             yy, xx = min(y + WINDOW, h), min(x + WINDOW, w)
             out[y:yy, x:xx] = prob[y - y0:yy - y0, x - x0:xx - x0]
     return out
@@ -105,6 +143,8 @@ def main(argv=None):
     ap.add_argument("set", help="a folder with images/ and gt/")
     ap.add_argument("--size", type=int, default=2400, help="working size (long side, px)")
     ap.add_argument("--only", help="comma-separated image names (default: all)")
+    ap.add_argument("--gates-from-blur", type=float, metavar="SIGMA",
+                    help="squeeze-excitation gates from each window blurred by SIGMA px (see above)")
     args = ap.parse_args(argv)
     names = sorted(os.path.splitext(f)[0] for f in os.listdir(os.path.join(args.set, "gt")) if f.endswith(".png"))
     if args.only:
@@ -114,9 +154,11 @@ def main(argv=None):
             raise SystemExit(f"{args.set}: no truth for {', '.join(missing)}")
         names = wanted
     net = export.load_weights_or_exit(args.weights)
+    if args.gates_from_blur and not squeeze_convs(net):
+        raise SystemExit(f"{args.weights}: --gates-from-blur: the network has no squeeze-excitation blocks")
     for name in names:
         img, truth = at_size(*read_pair(args.set, name), args.size)
-        s = separation(probabilities(net, img), truth)
+        s = separation(probabilities(net, img, args.gates_from_blur), truth)
         print(f"{name}: objects {s['objects']}, median peak {_fmt(s['median_peak'], '.3f')}, "
               f"background median {_fmt(s['background_median'], '.3f')} p99 {_fmt(s['background_p99'], '.3f')} "
               f"p99.9 {_fmt(s['background_p999'], '.3f')}, blobs >= {BLOB_THRESHOLD} per MP "
