@@ -46,6 +46,7 @@ RULES = {
     "max_pixels": _whole(1, 2 ** 62),
     "threshold": ((lambda v: _is_number(v) and 0 < v <= 1), "a number in (0, 1]"),
     "spot_threshold": ((lambda v: _is_number(v) and 0 <= v <= 1), "a number in [0, 1]"),
+    "trim": ((lambda v: _is_number(v) and 0 <= v < 1), "a number in [0, 1)"),
     "overlay": ((lambda v: isinstance(v, bool)), "true or false"),
     "prob": ((lambda v: isinstance(v, bool)), "true or false"),
     "inpaint": ((lambda v: isinstance(v, bool)), "true or false"),

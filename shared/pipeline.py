@@ -31,7 +31,7 @@ from .outputs import (
     render_overlay,
 )
 from .registry import resolve
-from .spots import find_spots, threshold_mask
+from .spots import spots_and_mask, threshold_mask
 from .storage import locate, open_storage, output_stem, printable, read_limit
 from .tiling import TileGrid
 
@@ -47,6 +47,7 @@ class SegmentOptions:
     threshold: float | None = None
     spot_threshold: float | None = None  # a spot needs one pixel at least this probable (0: off)
     min_area: int | None = None          # native pixels; smaller spots are dropped
+    trim: float | None = None            # spot extent from the scan's contrast (shared/trim.py; 0: off)
     overlay: bool = False
     prob: bool = False
     inpaint: bool = False                # also write <name>.clean.<ext>
@@ -66,7 +67,8 @@ class SegmentOptions:
             overlap=pick(self.overlap, "overlap", defaults.OVERLAP),
             margin=pick(self.margin, "margin", defaults.TILE_MARGIN),
             threshold=pick(self.threshold, "threshold", defaults.THRESHOLD),
-            min_area=pick(self.min_area, "min_area", defaults.MIN_SPOT_AREA))
+            min_area=pick(self.min_area, "min_area", defaults.MIN_SPOT_AREA),
+            trim=pick(self.trim, "trim", defaults.TRIM))
         # kept as given (not raised to the threshold) so that rethreshold can reapply it
         out.spot_threshold = pick(self.spot_threshold, "spot_threshold", 0.0)
         check_option_values(asdict(out))     # the rules a job's options obey (option_rules.py)
@@ -168,7 +170,8 @@ def segment(pixels: np.ndarray, session: Session) -> Segmentation:
     mask = threshold_mask(prob8, o.threshold)
     lap("threshold")
 
-    spots, mask = find_spots(mask, prob8, o.min_area, max(o.threshold, o.spot_threshold))
+    # spots without a confident pixel, or too small, dropped; the rest trimmed to the scan's dust
+    spots, mask = spots_and_mask(prob8, o.threshold, o.spot_threshold, o.min_area, o.trim, pixels, mask)
     lap("spots")
     return Segmentation(mask, prob8, spots, (wh, ww), len(grid), timings)
 
@@ -179,6 +182,18 @@ def _settings_for_report(options: SegmentOptions, seg: Segmentation | None) -> d
         settings["working_shape"] = list(seg.working_shape)
         settings["tiles"] = seg.tiles
     return settings
+
+
+def read_source(source: str, max_pixels: int = defaults.MAX_PIXELS):
+    """(scan, read seconds, decode seconds) of a local path or storage URL (s3://...)."""
+    t0 = time.perf_counter()
+    storage, key = locate(source)
+    path = storage.local_path(key)
+    if path is not None:
+        return read_scan(path, max_pixels=max_pixels), 0.0, time.perf_counter() - t0
+    data = storage.read(key, max_bytes=read_limit(max_pixels))
+    read_time = time.perf_counter() - t0
+    return read_scan(source, data, max_pixels=max_pixels), read_time, time.perf_counter() - t0 - read_time
 
 
 def process_scan(source: str, out_root: str, relative_name: str, session: Session) -> dict:
@@ -201,17 +216,7 @@ def process_scan(source: str, out_root: str, relative_name: str, session: Sessio
     previous = _previous_outputs(dest, stem)
     written = {}
     try:
-        t0 = time.perf_counter()
-        storage, key = locate(source)
-        path = storage.local_path(key)
-        if path is not None:
-            read_time = 0.0
-            scan = read_scan(path, max_pixels=session.options.max_pixels)
-        else:
-            data = storage.read(key, max_bytes=read_limit(session.options.max_pixels))
-            read_time = time.perf_counter() - t0
-            scan = read_scan(source, data, max_pixels=session.options.max_pixels)
-        decode_time = time.perf_counter() - t0 - read_time
+        scan, read_time, decode_time = read_source(source, session.options.max_pixels)
         seg = segment(scan.pixels, session)
         t1 = time.perf_counter()
         overlay = render_overlay(scan.pixels, seg.spots) if session.options.overlay else None

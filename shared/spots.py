@@ -5,6 +5,21 @@ import cv2
 import numpy as np
 
 
+def spots_and_mask(prob8, threshold, spot_threshold=0.0, min_area=1, trim=0.0, pixels=None, mask=None):
+    """The post-processing of segment, rethreshold and tune: threshold, drop the spots without
+    a confident pixel or too small, trim the rest to the scan's dust pixels (shared/trim.py;
+    `pixels` is the decoded scan, needed when `trim` > 0). `mask`: prob8 already thresholded at
+    `threshold`, edited in place. Returns (spots, 0/255 mask)."""
+    from .trim import trim_spots
+    if mask is None:
+        mask = threshold_mask(prob8, threshold)
+    thresholded = mask.copy() if trim else None
+    spots, mask = find_spots(mask, prob8, min_area, max(threshold, spot_threshold))
+    if not trim:
+        return spots, mask
+    return find_spots(trim_spots(mask, pixels, spots, trim, thresholded), prob8)    # the same spots, trimmed
+
+
 def threshold_mask(prob8: np.ndarray, threshold: float) -> np.ndarray:
     """0/255 mask where prob8 / 255 >= threshold (the same rule for segment and rethreshold)."""
     level = math.ceil(threshold * 255 - 1e-9)

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from shared import defaults
 from shared.inpaint import is_elongated
 from shared.pipeline import process_scan
 from tests.conftest import textured
@@ -88,6 +89,7 @@ def test_rethreshold_matches_a_fresh_run(tmp_path):
         assert ra["spots"] == rb["spots"] and ra["settings"]["threshold"] == 0.45
         assert ra["settings"]["spot_threshold"] == rb["settings"]["spot_threshold"] == 0.58
         assert ra["settings"]["min_area"] == rb["settings"]["min_area"] == 3
+        assert ra["settings"]["trim"] == rb["settings"]["trim"] == defaults.TRIM     # re-read the scan
     # the model's settings were in force: weak or tiny spots at 0.45 are gone, confident ones stay
     c = tmp_path / "c"
     run("segment", str(src), "--out", str(c), "--threshold", "0.45", "--spot-threshold", "0", "--min-area", "1",

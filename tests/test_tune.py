@@ -70,7 +70,7 @@ def test_tuning_picks_settings_that_drop_faint_false_spots(tmp_path, registry_ro
         cv2.imwrite(str(tmp_path / "images" / f"{name}.png"), img)
         cv2.imwrite(str(tmp_path / "gt" / f"{name}.png"), truth)
     frames = tune.frame_probabilities("identity", str(tmp_path), registry_root)
-    assert [name for name, _, _ in frames] == ["a", "b", "clean"]
+    assert [frame.name for frame in frames] == ["a", "b", "clean"]
     result = tune.tune(frames)
     best = result["best"]
     assert best["object_recall"] == 1.0 and best["object_precision"] == 1.0
@@ -79,6 +79,33 @@ def test_tuning_picks_settings_that_drop_faint_false_spots(tmp_path, registry_ro
     # and a setting that keeps the false spots is scored as such
     loose = tune.score(frames, 0.3)
     assert loose["object_precision"] < 0.6 and loose["clean_fp_per_mp"] > 2
+
+
+def test_tuning_trims_once_per_threshold_exactly_as_the_pipeline_trims_each_setting(tmp_path, registry_root):
+    """tune() trims every spot once per threshold and keeps those a setting keeps; score()
+    without that shortcut runs the pipeline's own post-processing: the same figures."""
+    (tmp_path / "images").mkdir()
+    (tmp_path / "gt").mkdir()
+    rng = np.random.default_rng(5)
+    for name in ("a", "b"):
+        img = np.full((200, 300, 3), 20, np.uint8)
+        truth = np.zeros((200, 300), np.uint8)
+        for k in range(12):                  # soft specks, confident and faint, some side by side
+            y, x = int(rng.integers(15, 185)), int(rng.integers(15, 285))
+            tone = (240, 170)[k % 2]
+            cv2.circle(img, (x, y), 3, (tone,) * 3, -1)
+            cv2.circle(img, (x + 9, y), 2, (tone - 60,) * 3, -1)
+            cv2.circle(truth, (x, y), 3, 255, -1)
+        cv2.imwrite(str(tmp_path / "images" / f"{name}.png"), cv2.GaussianBlur(img, (0, 0), 1.5))
+        cv2.imwrite(str(tmp_path / "gt" / f"{name}.png"), truth)
+    frames = tune.frame_probabilities("identity", str(tmp_path), registry_root)
+    table = {(r["threshold"], r["spot_threshold"], r["min_area"]): r for r in tune.tune(frames)["table"]}
+    for threshold, spot, area in ((0.1, 0.6, 1), (0.2, 0.8, 4), (0.3, 0.3, 1)):
+        exact = tune.score(frames, threshold, spot, area)
+        row = table[(threshold, max(threshold, spot), area)]
+        assert all(row[k] == round(v, 4) for k, v in exact.items() if isinstance(v, float)), (row, exact)
+    untrimmed = tune.score(frames, 0.1, 0.6, 1, trim=0.0)
+    assert tune.score(frames, 0.1, 0.6, 1)["pixel_precision"] > untrimmed["pixel_precision"]
 
 
 def test_int8_is_refused_when_recall_or_precision_drops_more_than_a_point():

@@ -14,11 +14,14 @@ under MAX_CLEAN_FP_PER_MP (all settings, when none does).
 import glob
 import os
 from dataclasses import replace
+from typing import NamedTuple
 
 import cv2
+import numpy as np
 
+from shared import defaults
 from shared.metrics import DustScore, Truth
-from shared.spots import find_spots, threshold_mask
+from shared.spots import find_spots, spots_and_mask, threshold_mask
 
 # wide: a loss with hard-negative mining pulls probabilities down (best thresholds ~0.1-0.3)
 THRESHOLDS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6)
@@ -27,8 +30,15 @@ MIN_AREAS = (1, 4)                            # native pixels
 MAX_CLEAN_FP_PER_MP = 2.0                         # the acceptance bound on clean frames
 
 
+class Frame(NamedTuple):
+    name: str
+    prob8: np.ndarray        # the model's probability map at native size
+    truth: Truth
+    pixels: np.ndarray       # the decoded scan: the spot trim (shared/trim.py) reads it
+
+
 def frame_probabilities(model_ref, frames_dir, registry_root=None, engine_settings=None, options=None):
-    """[(name, prob8, truth)] for FRAMES/images/* with FRAMES/gt/<stem>.png.
+    """[Frame] for FRAMES/images/* with FRAMES/gt/<stem>.png.
 
     `options` (working size, tiles; default: the model's) must be those the model will run with.
     """
@@ -43,21 +53,32 @@ def frame_probabilities(model_ref, frames_dir, registry_root=None, engine_settin
         truth = cv2.imread(os.path.join(frames_dir, "gt", stem + ".png"), cv2.IMREAD_GRAYSCALE)
         if truth is None:
             continue
-        frames.append((stem, segment(read_scan(path).pixels, session).prob8, Truth(truth)))
+        pixels = read_scan(path).pixels
+        frames.append(Frame(stem, segment(pixels, session).prob8, Truth(truth), pixels))
     if not frames:
         raise ValueError(f"{frames_dir}: no images/<name> with gt/<name>.png")
     return frames
 
 
-def score(frames, threshold, spot_threshold=0.0, min_area=1, masks=None) -> dict:
-    """Metrics of one setting; `masks` (the frames thresholded at `threshold`) saves redoing that."""
+def score(frames, threshold, spot_threshold=0.0, min_area=1, masks=None, trim=defaults.TRIM, trimmed=None) -> dict:
+    """Metrics of one setting, spots trimmed as the pipeline trims them (`trim`: its share, 0 off).
+    `masks` (the frames thresholded at `threshold`) and `trimmed` (every spot of those masks
+    trimmed: a spot's trim depends on the threshold alone) save redoing that per setting."""
     if masks is None:
-        masks = [threshold_mask(prob8, threshold) for _, prob8, _ in frames]
+        masks = [threshold_mask(frame.prob8, threshold) for frame in frames]
     total = DustScore()
-    for (_, prob8, truth), mask in zip(frames, masks):
-        _, kept = find_spots(mask.copy(), prob8, min_area, max(threshold, spot_threshold))
-        total.add(truth, kept)
+    for i, (frame, mask) in enumerate(zip(frames, masks)):
+        if trimmed is None:
+            kept = spots_and_mask(frame.prob8, threshold, spot_threshold, min_area, trim, frame.pixels, mask.copy())[1]
+        else:       # the spots this setting keeps, at their trimmed extent
+            kept = find_spots(mask.copy(), frame.prob8, min_area, max(threshold, spot_threshold))[1] & trimmed[i]
+        total.add(frame.truth, kept)
     return total.result()
+
+
+def _all_spots_trimmed(frames, masks, threshold, trim):
+    return [spots_and_mask(frame.prob8, threshold, 0.0, 1, trim, frame.pixels, mask.copy())[1]
+            for frame, mask in zip(frames, masks)]
 
 
 def objective(metrics: dict) -> float:
@@ -67,26 +88,27 @@ def objective(metrics: dict) -> float:
     return 0.0 if min(parts) <= 0 else len(parts) / sum(1 / p for p in parts)
 
 
-def tune(frames, progress=None) -> dict:
+def tune(frames, progress=None, trim=defaults.TRIM) -> dict:
     """Best setting and the full table: {"best": {...settings, metrics}, "table": [...]}."""
     table = []
     for threshold in THRESHOLDS:
-        masks = [threshold_mask(prob8, threshold) for _, prob8, _ in frames]    # once per threshold
+        masks = [threshold_mask(frame.prob8, threshold) for frame in frames]    # once per threshold
+        trimmed = _all_spots_trimmed(frames, masks, threshold, trim) if trim else None
         for spot_threshold in SPOT_THRESHOLDS:
             if 0 < spot_threshold <= threshold:
                 continue                                   # same as no hysteresis
             for min_area in MIN_AREAS:
-                m = score(frames, threshold, spot_threshold, min_area, masks)
+                m = score(frames, threshold, spot_threshold, min_area, masks, trim, trimmed)
                 row = {"threshold": threshold, "spot_threshold": max(threshold, spot_threshold),
-                       "min_area": min_area, "objective": round(objective(m), 4),
+                       "min_area": min_area, "trim": trim, "objective": round(objective(m), 4),
                        **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()}}
                 table.append(row)
                 if progress:
                     progress(row)
-    measured = any(truth.clean for _, _, truth in frames)
+    measured = any(frame.truth.clean for frame in frames)
     clean = [r for r in table if not measured or r["clean_fp_per_mp"] <= MAX_CLEAN_FP_PER_MP]
     best = max(clean or table, key=lambda r: r["objective"])
-    return {"best": best, "table": table, "frames": [name for name, _, _ in frames],
+    return {"best": best, "table": table, "frames": [frame.name for frame in frames],
             "clean_bound_met": bool(clean) if measured else None}      # None: no clean frame
 
 

@@ -80,7 +80,8 @@ def evaluate(images, truth, out_dir, as_json, **kwargs):
     result = {**score.result(), "images": len(scans), "scored": scored,
               "dusty_images": score.dusty_images, "clean_images": score.clean_images, "problems": problems,
               "model": session.model, "threshold": session.options.threshold,
-              "spot_threshold": session.options.spot_threshold, "min_area": session.options.min_area}
+              "spot_threshold": session.options.spot_threshold, "min_area": session.options.min_area,
+              "trim": session.options.trim}
     if as_json:
         click.echo(json.dumps(result))
     else:

@@ -55,6 +55,9 @@ def pipeline_options(func):
         rule_option("--min-area", rule="min_area", default=None,
                     help="Drop spots smaller than this many native pixels (default: the model's "
                          "recommendation, else 1)."),
+        rule_option("--trim", rule="trim", number=float, default=None,
+                    help="Narrow each spot to the pixels whose contrast against the scan around it is at "
+                         f"least this share of the spot's local peak (0: off; default {defaults.TRIM})."),
         click.option("--overlay", is_flag=True, help="Also write <name>.overlay.jpg (reduced preview, spots circled)."),
         click.option("--prob", is_flag=True, help="Also write <name>.prob.png (8-bit probability map)."),
         click.option("--inpaint", is_flag=True,
@@ -74,7 +77,7 @@ def pipeline_options(func):
 
 
 def build_options(size, square, native, tile, overlap, threshold, overlay, prob, max_pixels, inpaint=False,
-                  spot_threshold=None, min_area=None):
+                  spot_threshold=None, min_area=None, trim=None):
     """SegmentOptions from the CLI flags (None = the model's or the default value)."""
     from ..pipeline import SegmentOptions
 
@@ -84,7 +87,7 @@ def build_options(size, square, native, tile, overlap, threshold, overlay, prob,
     mode = "native" if native else "square" if square else "size" if size else None
     return SegmentOptions(mode=mode, working_size=square or size, tile=tile, overlap=overlap,
                           threshold=threshold, overlay=overlay, prob=prob, max_pixels=max_pixels,
-                          inpaint=inpaint, spot_threshold=spot_threshold, min_area=min_area)
+                          inpaint=inpaint, spot_threshold=spot_threshold, min_area=min_area, trim=trim)
 
 
 def split_pipeline_kwargs(kwargs: dict):
@@ -93,7 +96,7 @@ def split_pipeline_kwargs(kwargs: dict):
 
     options = build_options(*(kwargs.pop(k) for k in ("size", "square", "native", "tile", "overlap",
                                                        "threshold", "overlay", "prob", "max_pixels", "inpaint",
-                                                       "spot_threshold", "min_area")))
+                                                       "spot_threshold", "min_area", "trim")))
     settings = EngineSettings(precision=kwargs.pop("precision"), threads=kwargs.pop("threads"),
                               batch=kwargs.pop("batch"))
     return kwargs.pop("model_ref"), kwargs.pop("registry_root"), options, settings

@@ -3,6 +3,7 @@ import json
 
 import click
 
+from .. import defaults
 from .options import rule_option
 
 
@@ -15,19 +16,25 @@ from .options import rule_option
                   "setting, as its report records it).")
 @rule_option("--min-area", rule="min_area", default=None,
              help="Drop spots smaller than this many pixels (default: each scan's own setting).")
-def rethreshold(out_root, threshold, spot_threshold, min_area):
+@rule_option("--trim", rule="trim", number=float, default=None,
+             help="Spot trim (see segment --trim; default: each scan's own setting). A trim reads "
+                  "the scan again from the input its report names.")
+def rethreshold(out_root, threshold, spot_threshold, min_area, trim):
     """Rebuild masks, spots and reports under OUT_ROOT (folder or s3://...) at a new threshold.
 
     Needs the probability maps: run `segment`/`enqueue` with --prob. The masks are exactly
-    what a fresh run at this threshold would give (the same 8-bit maps, the same rule).
+    what a fresh run at this threshold would give (the same 8-bit maps, the same rule, the
+    same trim on the same scan).
     """
     import cv2
     import numpy as np
 
+    from ..errors import DustspotError
     from ..imageio import encode_png
     from ..outputs import SUFFIX_MASK, SUFFIX_PROB, SUFFIX_REPORT
-    from ..spots import find_spots, threshold_mask
-    from ..storage import open_storage
+    from ..pipeline import read_source
+    from ..spots import spots_and_mask
+    from ..storage import open_storage, printable
 
     store = open_storage(out_root)
     keys = store.list()
@@ -40,15 +47,25 @@ def rethreshold(out_root, threshold, spot_threshold, min_area):
             skipped += 1
             continue
         prob8 = cv2.imdecode(np.frombuffer(store.read(stem + SUFFIX_PROB), np.uint8), cv2.IMREAD_UNCHANGED)
-        mask = threshold_mask(prob8, threshold)
         # unset flags keep the scan's settings: the same result as a fresh run at this threshold
         spot = (report["settings"].get("spot_threshold") or 0.0) if spot_threshold is None else spot_threshold
         area = (report["settings"].get("min_area") or 1) if min_area is None else min_area
-        spots, mask = find_spots(mask, prob8, area, max(threshold, spot))
+        # reports from before the trim have none: their masks were made without one
+        cut = (report["settings"].get("trim") or 0.0) if trim is None else trim
+        pixels = None
+        if cut:
+            try:
+                pixels = read_source(report["input"], report["settings"].get("max_pixels") or defaults.MAX_PIXELS)[0].pixels
+            except DustspotError as exc:
+                click.echo(f"skipped {printable(key)}: the trim needs the scan: {printable(str(exc))}", err=True)
+                skipped += 1
+                continue
+        spots, mask = spots_and_mask(prob8, threshold, spot, area, cut, pixels)
         store.write(stem + SUFFIX_MASK, encode_png(mask))
-        report["settings"].update(threshold=threshold, spot_threshold=spot, min_area=area)
+        report["settings"].update(threshold=threshold, spot_threshold=spot, min_area=area, trim=cut)
         report.update(spots=spots, spot_count=len(spots),
                       dust_fraction=round(float(np.count_nonzero(mask)) / mask.size, 6), rethresholded=True)
         store.write(key, json.dumps(report, indent=1).encode())
         done += 1
-    click.echo(f"{done} scans rethresholded at {threshold}, {skipped} skipped (failed, or no .prob.png)")
+    click.echo(f"{done} scans rethresholded at {threshold}, {skipped} skipped (failed, no .prob.png, or the "
+               "scan to trim unreadable)")

@@ -16,8 +16,10 @@ def tune(frames, json_out, **kwargs):
     Prints the best setting by the harmonic mean of object recall, object precision and
     pixel Dice (clean-frame false positives at most 2 per MP). Use held-out frames, never the
     set you report. Working resolution and tiling flags apply (tune for the settings you run).
-    The threshold / spot threshold / min area flags are ignored: they are what is swept.
+    The threshold / spot threshold / min area flags are ignored: they are what is swept; the
+    spots are trimmed by --trim (default: the pipeline's) as segment will trim them.
     """
+    from shared import defaults
     from shared.errors import DustspotError
 
     from .. import tune as tuning
@@ -26,7 +28,7 @@ def tune(frames, json_out, **kwargs):
         found = tuning.frame_probabilities(model_ref, frames, registry_root, settings, options)
     except (DustspotError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
-    result = tuning.tune(found)
+    result = tuning.tune(found, trim=defaults.TRIM if options.trim is None else options.trim)
     if json_out:
         with open(json_out, "w") as f:
             json.dump(result, f, indent=1)
