@@ -27,6 +27,7 @@ MIN_SPOT_AREA = 1            # native pixels; smaller components are dropped
 TRIM = 0.45
 TRIM_RADIUS = 4              # native px
 TRIM_RING = (2, 5)           # native px: inner and outer radius of the ring around a spot
+TRIM_MAX_AREA = 100_000      # native px: larger spots are left untrimmed (rejoining pieces costs per pixel)
 BATCH = 1                    # tiles per request; parallelism comes from several requests in flight
 MAX_TILE = 4096              # largest tile a job or flag may ask for
 

@@ -41,6 +41,10 @@ def _reconnect(keep, spot):
         return keep
     h, w = spot.shape
     out = keep.copy()
+    flat = pieces.ravel()                      # each piece's pixels, grouped once
+    members = np.flatnonzero(flat)
+    members = members[np.argsort(flat[members], kind="stable")]
+    starts = np.searchsorted(flat[members], np.arange(count + 1))
     joined = np.zeros(count, bool)
     joined[1] = True
     parent = np.full(spot.shape, -1, np.int64)          # -1: reached from a joined pixel itself
@@ -61,9 +65,9 @@ def _reconnect(keep, spot):
                     cy, cx = divmod(int(parent[cy, cx]), w)
                 joined[piece] = True
                 left -= 1
-                members = pieces == piece
-                seen |= members
-                frontier.extend(zip(*np.nonzero(members)))
+                ys, xs = np.divmod(members[starts[piece]:starts[piece + 1]], w)
+                seen[ys, xs] = True
+                frontier.extend(zip(ys.tolist(), xs.tolist()))
             elif not piece:
                 seen[ny, nx] = True
                 parent[ny, nx] = y * w + x
@@ -99,7 +103,7 @@ def trim_spots(mask, pixels, spots, fraction=defaults.TRIM, thresholded=None, ra
     The ring a spot is measured against is the scan under the threshold: `thresholded`, the
     mask before find_spots dropped any spot (default: `mask`). So a spot's trim depends on
     the threshold alone, not on which other spots the spot threshold or minimum area keep
-    (trainer/tune.py trims once per threshold)."""
+    (trainer/tune.py trims once per threshold). Spots over TRIM_MAX_AREA px are left as they are."""
     if fraction <= 0:
         return mask
     margin = ring[1] + 3                            # the ring, and the blur's reach beyond it
@@ -113,6 +117,8 @@ def trim_spots(mask, pixels, spots, fraction=defaults.TRIM, thresholded=None, ra
                              & (stats[:, 3] == h) & (stats[:, cv2.CC_STAT_AREA] == spot["area"]))
         own = own[own > 0]
         if not own.size:
+            continue
+        if spot["area"] > defaults.TRIM_MAX_AREA:
             continue
         spot_pixels = labels == own[0]
         clean = (crop if thresholded is None else thresholded[y0:y1, x0:x1]) == 0

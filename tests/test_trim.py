@@ -31,6 +31,16 @@ def test_a_dark_speck_keeps_its_own_pixels_and_loses_the_halo():
     assert np.array_equal(_trimmed(img, halo, fraction=0)[1], halo)                 # 0: off
 
 
+def test_spots_over_the_area_bound_are_left_as_they_are(monkeypatch):
+    from shared import defaults
+    img = _scene()
+    cv2.circle(img, (60, 50), 4, (60, 60, 60), -1)
+    halo = np.zeros(img.shape[:2], np.uint8)
+    cv2.circle(halo, (60, 50), 8, 255, -1)
+    monkeypatch.setattr(defaults, "TRIM_MAX_AREA", int(np.count_nonzero(halo)) - 1)
+    assert np.array_equal(_trimmed(img, halo)[1], halo)
+
+
 def test_a_bright_speck_on_a_dark_scene_is_trimmed_on_its_own_polarity():
     img = _scene(level=40)
     cv2.circle(img, (80, 60), 3, (200, 200, 200), -1)

@@ -33,11 +33,15 @@
 #             also in busy shadows, scene blobs no darker than 0.9x the scene), frames v8 -> 0.5.0.
 #             Trained in session 5 and NOT shipped (models/README.md: no better on realdust-dev's
 #             scan01); kept as a recipe for the next attempt
-#   STAGE=0.4.1 (session 7, the default): no training. 0.4.0's weights exported again, the working
+#   STAGE=0.4.1 (session 7): no training. 0.4.0's weights exported again, the working
 #             size chosen with the post-processing on 15 held-out frames of today's generator and
 #             photo split (PHOTOS2: the extra Debian photo packages of trainer/README.md): 2400.
 #             Then 0.4.1-int8 (full bias correction; within 1 point on the frames), calibrated on
 #             300 tiles of a training pool of today's generator (session 7: run v10's, seed 10).
+#   STAGE=0.4.2 (session 23, the default): no training either. 0.4.0's weights exported again
+#             with the spot trim (shared/trim.py, the pipeline's default since session 23) in the
+#             tuning, on frames v11 (the same command on today's generator), then 0.4.2-int8
+#             calibrated as 0.4.1-int8 was.
 # v3, v5 and v6 then choose the post-processing on held-out frames (validation photos only) and
 # try INT8.
 # Stages v1-v8 drew backgrounds per *file* (a photo shipped in 13 sizes counted 13 times) and
@@ -59,20 +63,21 @@ export PYTHONPATH=${PYTHONPATH:-$PWD}
 
 if command -v dustspot >/dev/null 2>&1; then DUSTSPOT=(dustspot); else DUSTSPOT=(python -m shared.cli); fi
 
-if [ "$STAGE" = 0.4.1 ]; then
+if [ "$STAGE" = 0.4.1 ] || [ "$STAGE" = 0.4.2 ]; then
     PHOTOS2=${PHOTOS2:-/work/photos2/x/usr/share/backgrounds}
-    FRAMES=${FRAMES_041:-runs/heldout-frames-v10}
+    if [ "$STAGE" = 0.4.1 ]; then FRAMES=${FRAMES_041:-runs/heldout-frames-v10}; else FRAMES=${FRAMES_042:-runs/heldout-frames-v11}; fi
+    VERSION=${VERSION:-$STAGE}
     [ -d "$FRAMES" ] || "${DUSTSPOT[@]}" synth "$WALLPAPERS" "$MATE" "$PHOTOS2" "$SKIMAGE" --scans --count 12 \
         --clean 3 --seed 7 --sprites "$SPRITES" --out "$FRAMES"
     # tries working sizes 2016, 2200, 2400, 2600 (trainer/settings.py EXPORT_WORKING_SIZES)
     "${DUSTSPOT[@]}" export trainer/weights/dustspot-unet-0.4.0.pt --registry models --name dustspot-unet \
-        --version "${VERSION:-0.4.1}" --frames "$FRAMES"
+        --version "$VERSION" --frames "$FRAMES"
     # calibration tiles: a training pool of the same generator (one throw-away training step builds it)
     CALIB=${CALIB:-runs/calibration-0.4.1}
     [ -f "$CALIB/pool-train/images.npy" ] || "${DUSTSPOT[@]}" train "$WALLPAPERS" "$MATE" "$PHOTOS2" "$SKIMAGE" \
         --run "$CALIB" --sprites "$SPRITES" --pool 1200 --valid-pool 32 --seed 10 --steps 1
     "${DUSTSPOT[@]}" export trainer/weights/dustspot-unet-0.4.0.pt --registry models --name dustspot-unet \
-        --version "${VERSION:-0.4.1}" --frames "$FRAMES" --int8 --calibration-pool "$CALIB/pool-train"
+        --version "$VERSION" --frames "$FRAMES" --int8 --calibration-pool "$CALIB/pool-train"
     exit 0
 fi
 
