@@ -68,7 +68,8 @@ class SegmentOptions:
             margin=pick(self.margin, "margin", defaults.TILE_MARGIN),
             threshold=pick(self.threshold, "threshold", defaults.THRESHOLD),
             min_area=pick(self.min_area, "min_area", defaults.MIN_SPOT_AREA),
-            trim=pick(self.trim, "trim", defaults.TRIM))
+            # a threshold tuned before the trim existed (0.4.1 and older) was tuned without one
+            trim=pick(self.trim, "trim", 0.0 if "threshold" in recommended else defaults.TRIM))
         # kept as given (not raised to the threshold) so that rethreshold can reapply it
         out.spot_threshold = pick(self.spot_threshold, "spot_threshold", 0.0)
         check_option_values(asdict(out))     # the rules a job's options obey (option_rules.py)

@@ -15,9 +15,9 @@ def spots_and_mask(prob8, threshold, spot_threshold=0.0, min_area=1, trim=0.0, p
         mask = threshold_mask(prob8, threshold)
     thresholded = mask.copy() if trim else None
     spots, mask = find_spots(mask, prob8, min_area, max(threshold, spot_threshold))
-    if not trim:
-        return spots, mask
-    return find_spots(trim_spots(mask, pixels, spots, trim, thresholded), prob8)    # the same spots, trimmed
+    if trim:
+        mask = trim_spots(mask, pixels, spots, trim, thresholded)      # the same spots, trimmed
+    return spots, mask
 
 
 def threshold_mask(prob8: np.ndarray, threshold: float) -> np.ndarray:

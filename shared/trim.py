@@ -4,13 +4,13 @@ The network's probabilities are smooth: thresholded low enough to catch faint sp
 mask spreads a ring of clean pixels around the speck (realdust-dev with 0.4.1: pixel precision
 0.56 at recall 0.64). The scan knows better where a speck ends: its contrast against the clean
 ring around the spot falls off at the speck's edge. So a spot keeps the pixels whose contrast is
-at least `fraction` of the strongest contrast within `radius` px (a local peak, so a faint speck
-merged into one spot with a dark one keeps its own core), on the spot's polarity (darker or
-brighter than the ring, whichever it departs from more).
+at least `fraction` of the strongest contrast within `radius` px (a square window: a local peak,
+so a faint speck merged into one spot with a dark one keeps its own core), on the spot's
+polarity (darker or brighter than the ring, whichever it departs from more).
 
-A spot is never split or dropped: the pieces that survive are joined again along the shortest
-paths inside the spot's original pixels, so the spot list, the object counts and every decision
-made on the probabilities stay as they were; only the extent changes.
+A spot is never split or dropped: the pieces that survive are joined again along short paths
+inside the spot's original pixels, so the spot list, the object counts and every decision made
+on the probabilities stay as they were; only the extent changes.
 """
 from collections import deque
 
@@ -35,7 +35,9 @@ def _luma(pixels):
 
 
 def _reconnect(keep, spot):
-    """`keep` plus the shortest 8-connected paths inside `spot` that join its pieces into one."""
+    """`keep` plus short 8-connected paths inside `spot` that join its pieces into one (a
+    breadth-first search from the first piece; each piece joins by its path from what is
+    already joined)."""
     count, pieces = cv2.connectedComponents(keep.astype(np.uint8), connectivity=8)
     if count <= 2:
         return keep
@@ -100,15 +102,24 @@ def trim_spots(mask, pixels, spots, fraction=defaults.TRIM, thresholded=None, ra
     """Narrows every spot of `mask` (0/255, native size, edited in place) that find_spots listed
     in `spots` to its dust pixels in `pixels` (the decoded scan); returns the mask. fraction 0: off.
 
-    The ring a spot is measured against is the scan under the threshold: `thresholded`, the
-    mask before find_spots dropped any spot (default: `mask`). So a spot's trim depends on
-    the threshold alone, not on which other spots the spot threshold or minimum area keep
-    (trainer/tune.py trims once per threshold). Spots over TRIM_MAX_AREA px are left as they are."""
+    Each spot dict is updated to its trimmed extent (bbox, area, centroid); its score, the peak
+    probability the spot was kept for, stays. The ring a spot is measured against is the scan
+    under the threshold: `thresholded`, the mask before find_spots dropped any spot (default: a
+    copy of `mask` as given). So a spot's trim depends on the threshold alone, not on which other
+    spots the spot threshold or minimum area keep (trainer/tune.py trims once per threshold).
+    Spots over TRIM_MAX_AREA px are left as they are."""
     if fraction <= 0:
         return mask
+    if pixels is None or pixels.shape[:2] != mask.shape:
+        raise ValueError(f"the spot trim needs the scan the mask was made from: mask {mask.shape[::-1]} px, "
+                         f"scan {None if pixels is None else pixels.shape[1::-1]}")
+    if thresholded is None:
+        thresholded = mask.copy()
     margin = ring[1] + 3                            # the ring, and the blur's reach beyond it
     height, width = mask.shape
     for spot in spots:
+        if spot["area"] > defaults.TRIM_MAX_AREA:
+            continue
         x, y, w, h = spot["bbox"]
         y0, y1, x0, x1 = max(0, y - margin), min(height, y + h + margin), max(0, x - margin), min(width, x + w + margin)
         crop = mask[y0:y1, x0:x1]
@@ -118,10 +129,13 @@ def trim_spots(mask, pixels, spots, fraction=defaults.TRIM, thresholded=None, ra
         own = own[own > 0]
         if not own.size:
             continue
-        if spot["area"] > defaults.TRIM_MAX_AREA:
-            continue
         spot_pixels = labels == own[0]
-        clean = (crop if thresholded is None else thresholded[y0:y1, x0:x1]) == 0
-        kept = _trim_one(clean, _luma(pixels[y0:y1, x0:x1]), spot_pixels, fraction, radius, ring)
+        kept = _trim_one(thresholded[y0:y1, x0:x1] == 0, _luma(pixels[y0:y1, x0:x1]), spot_pixels,
+                         fraction, radius, ring)
         crop[spot_pixels & ~kept] = 0
+        ys, xs = np.nonzero(kept)
+        spot.update(bbox=[x0 + int(xs.min()), y0 + int(ys.min()), int(xs.max() - xs.min()) + 1,
+                          int(ys.max() - ys.min()) + 1],
+                    area=int(ys.size), centroid=[round(x0 + float(xs.mean()), 1), round(y0 + float(ys.mean()), 1)])
+    spots.sort(key=lambda s: (s["bbox"][1], s["bbox"][0]))
     return mask

@@ -90,6 +90,12 @@ def test_rethreshold_matches_a_fresh_run(tmp_path):
         assert ra["settings"]["spot_threshold"] == rb["settings"]["spot_threshold"] == 0.58
         assert ra["settings"]["min_area"] == rb["settings"]["min_area"] == 3
         assert ra["settings"]["trim"] == rb["settings"]["trim"] == defaults.TRIM     # re-read the scan
+    # a scan replaced by another size since: that scan is skipped and named, the others redone
+    write(src / "s0.png", textured(120, 200, seed=9))
+    out = subprocess.run([sys.executable, "-m", "shared.cli", "rethreshold", str(tmp_path / "a"), "--threshold", "0.5"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0 and "2 scans rethresholded at 0.5, 1 skipped" in out.stdout
+    assert "s0.json" in out.stderr and "not the scan segmented" in out.stderr
     # the model's settings were in force: weak or tiny spots at 0.45 are gone, confident ones stay
     c = tmp_path / "c"
     run("segment", str(src), "--out", str(c), "--threshold", "0.45", "--spot-threshold", "0", "--min-area", "1",

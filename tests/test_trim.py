@@ -2,6 +2,7 @@
 never split, dropped or merged."""
 import cv2
 import numpy as np
+import pytest
 
 from shared.pipeline import segment
 from shared.spots import find_spots
@@ -78,3 +79,46 @@ def test_segment_trims_by_default_and_reports_the_setting(make_session):
     assert len(trimmed.spots) == len(untrimmed.spots) == 1
     assert trimmed.spots[0]["area"] == np.count_nonzero(trimmed.mask)
     assert np.count_nonzero((trimmed.mask > 0) & (speck > 0)) >= 0.9 * np.count_nonzero(speck)
+
+
+def test_a_16_bit_grey_scan_is_trimmed_like_its_8_bit_copy():
+    img = np.ascontiguousarray(_scene()[:, :, 0])
+    cv2.circle(img, (60, 50), 4, 60, -1)
+    halo = np.zeros(img.shape, np.uint8)
+    cv2.circle(halo, (60, 50), 8, 255, -1)
+    _, from8 = _trimmed(img, halo)
+    _, from16 = _trimmed(img.astype(np.uint16) * 257, halo)
+    assert np.array_equal(from8, from16) and 0 < np.count_nonzero(from8) < np.count_nonzero(halo)
+
+
+def test_the_spot_list_follows_the_trim_and_keeps_the_score_it_was_kept_for():
+    img = _scene()
+    cv2.circle(img, (60, 50), 4, (60, 60, 60), -1)
+    halo = np.zeros(img.shape[:2], np.uint8)
+    cv2.circle(halo, (60, 50), 8, 255, -1)
+    prob8 = np.zeros(halo.shape, np.uint8)
+    prob8[halo > 0] = 100
+    prob8[50, 66] = 240                    # the confident pixel lies in the halo the trim removes
+    spots, mask = find_spots(halo.copy(), prob8)
+    trimmed = trim_spots(mask, img, spots, 0.45)
+    ys, xs = np.nonzero(trimmed)
+    assert spots[0]["score"] == round(240 / 255, 3) and not trimmed[50, 66]
+    assert spots[0]["area"] == ys.size and spots[0]["bbox"] == [xs.min(), ys.min(), np.ptp(xs) + 1, np.ptp(ys) + 1]
+
+
+def test_a_trim_without_the_matching_scan_is_refused():
+    halo = np.zeros((40, 40), np.uint8)
+    halo[10:20, 10:20] = 255
+    spots, mask = find_spots(halo, np.full(halo.shape, 255, np.uint8))
+    for pixels in (None, np.zeros((40, 41, 3), np.uint8)):
+        with pytest.raises(ValueError, match="needs the scan"):
+            trim_spots(mask, pixels, spots, 0.45)
+
+
+def test_models_tuned_before_the_trim_run_untrimmed_unless_asked():
+    from shared import defaults
+    from shared.pipeline import SegmentOptions
+    assert SegmentOptions().resolved({"recommended": {"threshold": 0.1}}).trim == 0.0
+    assert SegmentOptions(trim=0.3).resolved({"recommended": {"threshold": 0.1}}).trim == 0.3
+    assert SegmentOptions().resolved({"recommended": {"threshold": 0.1, "trim": 0.4}}).trim == 0.4
+    assert SegmentOptions().resolved({"recommended": {}}).trim == defaults.TRIM

@@ -133,6 +133,13 @@ def read_pair(root, name):
     return img, truth
 
 
+def _positive(text):
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text}: a blur sigma in px, more than 0")
+    return value
+
+
 def _fmt(value, spec):
     return "-" if value is None else format(value, spec)
 
@@ -143,7 +150,7 @@ def main(argv=None):
     ap.add_argument("set", help="a folder with images/ and gt/")
     ap.add_argument("--size", type=int, default=2400, help="working size (long side, px)")
     ap.add_argument("--only", help="comma-separated image names (default: all)")
-    ap.add_argument("--gates-from-blur", type=float, metavar="SIGMA",
+    ap.add_argument("--gates-from-blur", type=_positive, metavar="SIGMA",
                     help="squeeze-excitation gates from each window blurred by SIGMA px (see above)")
     args = ap.parse_args(argv)
     names = sorted(os.path.splitext(f)[0] for f in os.listdir(os.path.join(args.set, "gt")) if f.endswith(".png"))

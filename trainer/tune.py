@@ -4,7 +4,8 @@ frames and never on realdust-dev.
 The frames are whole scans with ground truth (`dustspot synth --scans`, or a user's own
 labelled scans): the model runs once per frame through the real pipeline (its probability
 map at native size), then every candidate setting is applied with the pipeline's own
-functions (shared.spots) and scored with shared.metrics, the project's copy of
+post-processing (shared.spots.spots_and_mask, the spot trim of shared.trim included: a given
+share, not swept) and scored with shared.metrics, the project's copy of
 ../shared/eval/score.py. numpy + OpenCV + OpenVINO: no torch.
 
 Objective: the harmonic mean of object recall, object precision and pixel Dice (the three

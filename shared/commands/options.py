@@ -57,7 +57,8 @@ def pipeline_options(func):
                          "recommendation, else 1)."),
         rule_option("--trim", rule="trim", number=float, default=None,
                     help="Narrow each spot to the pixels whose contrast against the scan around it is at "
-                         f"least this share of the spot's local peak (0: off; default {defaults.TRIM})."),
+                         "least this share of the spot's local peak (0: off; default: the model's "
+                         f"recommendation, else {defaults.TRIM}; models tuned before the trim: 0)."),
         click.option("--overlay", is_flag=True, help="Also write <name>.overlay.jpg (reduced preview, spots circled)."),
         click.option("--prob", is_flag=True, help="Also write <name>.prob.png (8-bit probability map)."),
         click.option("--inpaint", is_flag=True,

@@ -56,6 +56,9 @@ def rethreshold(out_root, threshold, spot_threshold, min_area, trim):
         if cut:
             try:
                 pixels = read_source(report["input"], report["settings"].get("max_pixels") or defaults.MAX_PIXELS)[0].pixels
+                if pixels.shape[:2] != prob8.shape:
+                    raise DustspotError(f"{printable(report['input'])} is {pixels.shape[1]}x{pixels.shape[0]} px now, "
+                                        f"its probability map {prob8.shape[1]}x{prob8.shape[0]}: not the scan segmented")
             except DustspotError as exc:
                 click.echo(f"skipped {printable(key)}: the trim needs the scan: {printable(str(exc))}", err=True)
                 skipped += 1

@@ -17,18 +17,19 @@ def tune(frames, json_out, **kwargs):
     pixel Dice (clean-frame false positives at most 2 per MP). Use held-out frames, never the
     set you report. Working resolution and tiling flags apply (tune for the settings you run).
     The threshold / spot threshold / min area flags are ignored: they are what is swept; the
-    spots are trimmed by --trim (default: the pipeline's) as segment will trim them.
+    spots are trimmed by --trim (default: the model's, as segment resolves it).
     """
-    from shared import defaults
     from shared.errors import DustspotError
+    from shared.registry import resolve
 
     from .. import tune as tuning
     try:
         model_ref, registry_root, options, settings = split_pipeline_kwargs(kwargs)
         found = tuning.frame_probabilities(model_ref, frames, registry_root, settings, options)
+        trim = options.resolved(resolve(model_ref, registry_root).manifest).trim
     except (DustspotError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
-    result = tuning.tune(found, trim=defaults.TRIM if options.trim is None else options.trim)
+    result = tuning.tune(found, trim=trim)
     if json_out:
         with open(json_out, "w") as f:
             json.dump(result, f, indent=1)
