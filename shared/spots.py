@@ -4,13 +4,14 @@ import math
 import cv2
 import numpy as np
 
+from .trim import trim_spots
+
 
 def spots_and_mask(prob8, threshold, spot_threshold=0.0, min_area=1, trim=0.0, pixels=None, mask=None):
     """The post-processing of segment, rethreshold and tune: threshold, drop the spots without
     a confident pixel or too small, trim the rest to the scan's dust pixels (shared/trim.py;
     `pixels` is the decoded scan, needed when `trim` > 0). `mask`: prob8 already thresholded at
     `threshold`, edited in place. Returns (spots, 0/255 mask)."""
-    from .trim import trim_spots
     if mask is None:
         mask = threshold_mask(prob8, threshold)
     thresholded = mask.copy() if trim else None
