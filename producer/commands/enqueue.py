@@ -3,7 +3,7 @@ import time
 
 import click
 
-from shared.commands.options import build_options
+from shared.commands.options import build_options, rule_option
 from shared.defaults import MAX_TILE, MAX_WORKING_SIZE
 
 
@@ -26,8 +26,8 @@ from shared.defaults import MAX_TILE, MAX_WORKING_SIZE
               help="Keep only spots with a pixel at least this probable (default: the model's).")
 @click.option("--min-area", type=click.IntRange(1), default=None,
               help="Drop spots smaller than this many native pixels (default: the model's).")
-@click.option("--trim", type=click.FloatRange(0, 1, max_open=True), default=None,
-              help="Narrow spots to the scan's own contrast: this share of the local peak (0: off; default: the model's).")
+@rule_option("--trim", rule="trim", number=float, default=None,
+             help="Narrow spots to the scan's own contrast: this share of the local peak (0: off; default: the model's).")
 @click.option("--overlay", is_flag=True, help="Also write <name>.overlay.jpg.")
 @click.option("--prob", is_flag=True, help="Also write <name>.prob.png.")
 @click.option("--inpaint", is_flag=True, help="Also write <name>.clean.<ext> (spots inpainted).")
