@@ -28,6 +28,11 @@ TRIM = 0.45
 TRIM_RADIUS = 4              # native px
 TRIM_RING = (2, 5)           # native px: inner and outer radius of the ring around a spot
 TRIM_MAX_AREA = 100_000      # native px: larger spots are left untrimmed (rejoining pieces costs per pixel)
+# Spot colour (shared/neutral.py): dust blends the scene towards a grey, so a spot whose colour
+# departs from every such blend of its surroundings by more than NEUTRAL levels (of 255) and
+# NEUTRAL_SHARE of its luma contrast is the scene's own (0: off). Chosen on frames v11 / v12.
+NEUTRAL = 10.0
+NEUTRAL_SHARE = 0.15
 BATCH = 1                    # tiles per request; parallelism comes from several requests in flight
 MAX_TILE = 4096              # largest tile a job or flag may ask for
 

@@ -19,7 +19,7 @@ QUEUE = "dustspot"
 JOB_FUNCTION = "worker.job.segment_job"
 _BATCH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 # Pipeline options a job may set (SegmentOptions fields); anything else is refused.
-JOB_OPTIONS = ("mode", "working_size", "tile", "overlap", "threshold", "spot_threshold", "min_area", "trim", "overlay",
+JOB_OPTIONS = ("mode", "working_size", "tile", "overlap", "threshold", "spot_threshold", "min_area", "trim", "neutral", "overlay",
                "prob", "inpaint", "max_pixels")
 
 

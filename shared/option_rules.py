@@ -47,6 +47,7 @@ RULES = {
     "threshold": ((lambda v: _is_number(v) and 0 < v <= 1), "a number in (0, 1]"),
     "spot_threshold": ((lambda v: _is_number(v) and 0 <= v <= 1), "a number in [0, 1]"),
     "trim": ((lambda v: _is_number(v) and 0 <= v < 1), "a number in [0, 1)"),
+    "neutral": ((lambda v: _is_number(v) and 0 <= v <= 255), "a number of levels in [0, 255]"),
     "overlay": ((lambda v: isinstance(v, bool)), "true or false"),
     "prob": ((lambda v: isinstance(v, bool)), "true or false"),
     "inpaint": ((lambda v: isinstance(v, bool)), "true or false"),

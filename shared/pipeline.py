@@ -48,6 +48,7 @@ class SegmentOptions:
     spot_threshold: float | None = None  # a spot needs one pixel at least this probable (0: off)
     min_area: int | None = None          # native pixels; smaller spots are dropped
     trim: float | None = None            # spot extent from the scan's contrast (shared/trim.py; 0: off)
+    neutral: float | None = None         # colour test's tolerance, levels (shared/neutral.py; 0: off)
     overlay: bool = False
     prob: bool = False
     inpaint: bool = False                # also write <name>.clean.<ext>
@@ -68,8 +69,10 @@ class SegmentOptions:
             margin=pick(self.margin, "margin", defaults.TILE_MARGIN),
             threshold=pick(self.threshold, "threshold", defaults.THRESHOLD),
             min_area=pick(self.min_area, "min_area", defaults.MIN_SPOT_AREA),
-            # a threshold tuned before the trim existed (0.4.1 and older) was tuned without one
-            trim=pick(self.trim, "trim", 0.0 if "threshold" in recommended else defaults.TRIM))
+            # a threshold tuned before the trim (0.4.1 and older) or the colour test (0.4.2 and
+            # older) existed was tuned without it
+            trim=pick(self.trim, "trim", 0.0 if "threshold" in recommended else defaults.TRIM),
+            neutral=pick(self.neutral, "neutral", 0.0 if "threshold" in recommended else defaults.NEUTRAL))
         # kept as given (not raised to the threshold) so that rethreshold can reapply it
         out.spot_threshold = pick(self.spot_threshold, "spot_threshold", 0.0)
         check_option_values(asdict(out))     # the rules a job's options obey (option_rules.py)
@@ -171,8 +174,9 @@ def segment(pixels: np.ndarray, session: Session) -> Segmentation:
     mask = threshold_mask(prob8, o.threshold)
     lap("threshold")
 
-    # spots without a confident pixel, or too small, dropped; the rest trimmed to the scan's dust
-    spots, mask = spots_and_mask(prob8, o.threshold, o.spot_threshold, o.min_area, o.trim, pixels, mask)
+    # spots without a confident pixel, too small or of a colour no dust makes dropped; the rest
+    # trimmed to the scan's dust
+    spots, mask = spots_and_mask(prob8, o.threshold, o.spot_threshold, o.min_area, o.trim, pixels, mask, o.neutral)
     lap("spots")
     return Segmentation(mask, prob8, spots, (wh, ww), len(grid), timings)
 

@@ -4,18 +4,22 @@ import math
 import cv2
 import numpy as np
 
+from .neutral import drop_tinted_spots
 from .trim import trim_spots
 
 
-def spots_and_mask(prob8, threshold, spot_threshold=0.0, min_area=1, trim=0.0, pixels=None, mask=None):
+def spots_and_mask(prob8, threshold, spot_threshold=0.0, min_area=1, trim=0.0, pixels=None, mask=None, neutral=0.0):
     """The post-processing of segment, rethreshold and tune: threshold, drop the spots without
-    a confident pixel or too small, trim the rest to the scan's dust pixels (shared/trim.py;
-    `pixels` is the decoded scan, needed when `trim` > 0). `mask`: prob8 already thresholded at
-    `threshold`, edited in place. Returns (spots, 0/255 mask)."""
+    a confident pixel or too small, drop those whose colour no dust makes (shared/neutral.py,
+    `neutral` levels of tolerance), trim the rest to the scan's dust pixels (shared/trim.py).
+    `pixels` is the decoded scan, needed when `trim` > 0 and read when `neutral` > 0. `mask`:
+    prob8 already thresholded at `threshold`, edited in place. Returns (spots, 0/255 mask)."""
     if mask is None:
         mask = threshold_mask(prob8, threshold)
-    thresholded = mask.copy() if trim else None
+    thresholded = mask.copy() if trim or neutral else None
     spots, mask = find_spots(mask, prob8, min_area, max(threshold, spot_threshold))
+    if neutral:
+        spots, mask = drop_tinted_spots(mask, pixels, spots, neutral, thresholded)
     if trim:
         mask = trim_spots(mask, pixels, spots, trim, thresholded)      # the same spots, trimmed
     return spots, mask

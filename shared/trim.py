@@ -18,13 +18,11 @@ import cv2
 import numpy as np
 
 from . import defaults
+from .spot_pixels import ring as clean_ring
+from .spot_pixels import spot_crops
 
 _NEIGHBOURS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
 _BLUR_SIGMA = 0.7          # px: grain and JPEG blocks, not the speck's edge
-
-
-def _disk(radius):
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2)
 
 
 def _luma(pixels):
@@ -80,9 +78,7 @@ def _reconnect(keep, spot):
 def _trim_one(clean, luma, spot, fraction, radius, ring):
     """The trimmed spot (bool, crop-sized) of one component `spot` (bool) of a crop where
     `clean` (bool) marks the pixels under the threshold."""
-    inner, outer = ring
-    around = (cv2.dilate(spot.astype(np.uint8), _disk(outer)) > 0) \
-        & ~(cv2.dilate(spot.astype(np.uint8), _disk(inner)) > 0) & clean
+    around = clean_ring(spot, clean, *ring)
     if np.count_nonzero(around) < 4:               # no clean surroundings to measure against
         return spot
     contrast = luma - np.median(luma[around])     # > 0: brighter than the ring
@@ -116,20 +112,8 @@ def trim_spots(mask, pixels, spots, fraction=defaults.TRIM, thresholded=None, ra
     if thresholded is None:
         thresholded = mask.copy()
     margin = ring[1] + 3                            # the ring, and the blur's reach beyond it
-    height, width = mask.shape
-    for spot in spots:
-        if spot["area"] > defaults.TRIM_MAX_AREA:
-            continue
-        x, y, w, h = spot["bbox"]
-        y0, y1, x0, x1 = max(0, y - margin), min(height, y + h + margin), max(0, x - margin), min(width, x + w + margin)
+    for spot, (y0, y1, x0, x1), spot_pixels in spot_crops(mask, spots, margin, defaults.TRIM_MAX_AREA):
         crop = mask[y0:y1, x0:x1]
-        _, labels, stats, _ = cv2.connectedComponentsWithStats(crop, connectivity=8)
-        own = np.flatnonzero((stats[:, 0] == x - x0) & (stats[:, 1] == y - y0) & (stats[:, 2] == w)
-                             & (stats[:, 3] == h) & (stats[:, cv2.CC_STAT_AREA] == spot["area"]))
-        own = own[own > 0]
-        if not own.size:
-            continue
-        spot_pixels = labels == own[0]
         kept = _trim_one(thresholded[y0:y1, x0:x1] == 0, _luma(pixels[y0:y1, x0:x1]), spot_pixels,
                          fraction, radius, ring)
         crop[spot_pixels & ~kept] = 0

@@ -166,7 +166,8 @@ def test_jobs_and_the_pipeline_refuse_the_same_option_values():
     from shared.option_rules import OptionError
     from shared.pipeline import SegmentOptions
     base = {"source": "/x/a.png", "dest": "/y", "name": "a.png", "batch": "b"}
-    for options in ({"threshold": 0}, {"spot_threshold": 1.5}, {"min_area": 0}, {"trim": 1.0}, {"trim": -0.1}, {"tile": 16},
+    for options in ({"threshold": 0}, {"spot_threshold": 1.5}, {"min_area": 0}, {"trim": 1.0}, {"trim": -0.1}, {"neutral": -1},
+                    {"neutral": 256}, {"neutral": "10"}, {"tile": 16},
                     {"tile": 64, "overlap": 64}, {"tile": 64, "overlap": 40}, {"mode": "huge"}, {"working_size": 10 ** 6}):
         (named,) = [k for k in options if k != "tile"] or ["tile"]
         with pytest.raises(PayloadError, match=f"job option {named}="):
@@ -178,6 +179,7 @@ def test_jobs_and_the_pipeline_refuse_the_same_option_values():
         SegmentOptions().resolved({"recommended": {"threshold": 1.5}})
     assert SegmentOptions(tile=64, overlap=0, threshold=1).resolved({"recommended": {"min_area": 3}}).min_area == 3
     assert JobPayload.from_dict({**base, "options": {"trim": 0.3}}).options["trim"] == 0.3       # a job may set it
+    assert JobPayload.from_dict({**base, "options": {"neutral": 0}}).options["neutral"] == 0
 
 
 def test_the_last_job_is_known_again_when_its_first_reply_was_lost(redis):

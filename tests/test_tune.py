@@ -82,8 +82,9 @@ def test_tuning_picks_settings_that_drop_faint_false_spots(tmp_path, registry_ro
 
 
 def test_tuning_trims_once_per_threshold_exactly_as_the_pipeline_trims_each_setting(tmp_path, registry_root):
-    """tune() trims every spot once per threshold and keeps those a setting keeps; score()
-    without that shortcut runs the pipeline's own post-processing: the same figures."""
+    """tune() trims and colour-tests every spot once per threshold and keeps those a setting
+    keeps; score() without that shortcut runs the pipeline's own post-processing: the same
+    figures."""
     (tmp_path / "images").mkdir()
     (tmp_path / "gt").mkdir()
     rng = np.random.default_rng(5)
@@ -96,6 +97,10 @@ def test_tuning_trims_once_per_threshold_exactly_as_the_pipeline_trims_each_sett
             cv2.circle(img, (x, y), 3, (tone,) * 3, -1)
             cv2.circle(img, (x + 9, y), 2, (tone - 60,) * 3, -1)
             cv2.circle(truth, (x, y), 3, 255, -1)
+        for k in range(6):                   # bright specks of a colour no dust has: never dust
+            y, x = int(rng.integers(15, 185)), int(rng.integers(15, 285))
+            cv2.circle(img, (x, y), 3, (230, 60, 230), -1)   # magenta: first and last channel alike
+            truth[max(0, y - 8):y + 9, max(0, x - 8):x + 9] = 0
         cv2.imwrite(str(tmp_path / "images" / f"{name}.png"), cv2.GaussianBlur(img, (0, 0), 1.5))
         cv2.imwrite(str(tmp_path / "gt" / f"{name}.png"), truth)
     frames = tune.frame_probabilities("identity", str(tmp_path), registry_root)
@@ -106,6 +111,8 @@ def test_tuning_trims_once_per_threshold_exactly_as_the_pipeline_trims_each_sett
         assert all(row[k] == round(v, 4) for k, v in exact.items() if isinstance(v, float)), (row, exact)
     untrimmed = tune.score(frames, 0.1, 0.6, 1, trim=0.0)
     assert tune.score(frames, 0.1, 0.6, 1)["pixel_precision"] > untrimmed["pixel_precision"]
+    untested = tune.score(frames, 0.1, 0.6, 1, neutral=0.0)
+    assert tune.score(frames, 0.1, 0.6, 1)["object_precision"] > untested["object_precision"]
 
 
 def test_int8_is_refused_when_recall_or_precision_drops_more_than_a_point():

@@ -234,7 +234,8 @@ def tune_on_frames(xml, frames_dir, fields, echo=print, working_sizes=None):
     size = tune.best_of(results)
     result, best = results[size], results[size]["best"]
     fields["recommended"].update(working_size=size, threshold=best["threshold"],
-                                 spot_threshold=best["spot_threshold"], min_area=best["min_area"], trim=best["trim"])
+                                 spot_threshold=best["spot_threshold"], min_area=best["min_area"], trim=best["trim"],
+                                 neutral=best["neutral"])
     fields["metrics"]["heldout_frames"] = {
         "folder": os.path.abspath(frames_dir), "frames": len(result["frames"]), "working_size": size,
         "chosen_by": tune.__doc__.split("Objective: ")[1].split("\n\n")[0].replace("\n", " "),
@@ -321,7 +322,8 @@ def compare_on_frames(int8_xml, int8_fields, frames_dir):
     from . import quantize, tune
     rec, fp16 = int8_fields["recommended"], int8_fields["metrics"]["heldout_frames"]
     int8 = tune.score(candidate_frames(int8_xml, int8_fields, frames_dir), rec["threshold"],
-                      rec["spot_threshold"], rec["min_area"], trim=rec.get("trim", 0.0))
+                      rec["spot_threshold"], rec["min_area"], trim=rec.get("trim", 0.0),
+                      neutral=rec.get("neutral", 0.0))
     keys = ("object_recall", "object_precision", "pixel_dice", "clean_fp_per_mp")
     check = {"fp16": {k: fp16[k] for k in keys}, "int8": {k: int8[k] for k in keys},
              **quantize.drops(fp16, int8), "on": f"{fp16['frames']} held-out frames", **rec}

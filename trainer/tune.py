@@ -4,8 +4,8 @@ frames and never on realdust-dev.
 The frames are whole scans with ground truth (`dustspot synth --scans`, or a user's own
 labelled scans): the model runs once per frame through the real pipeline (its probability
 map at native size), then every candidate setting is applied with the pipeline's own
-post-processing (shared.spots.spots_and_mask, the spot trim of shared.trim included: a given
-share, not swept) and scored with shared.metrics, the project's copy of
+post-processing (shared.spots.spots_and_mask, the spot trim of shared.trim and the colour
+test of shared.neutral included: given, not swept) and scored with shared.metrics, the project's copy of
 ../shared/eval/score.py. numpy + OpenCV + OpenVINO: no torch.
 
 Objective: the harmonic mean of object recall, object precision and pixel Dice (the three
@@ -61,24 +61,27 @@ def frame_probabilities(model_ref, frames_dir, registry_root=None, engine_settin
     return frames
 
 
-def score(frames, threshold, spot_threshold=0.0, min_area=1, masks=None, trim=defaults.TRIM, trimmed=None) -> dict:
-    """Metrics of one setting, spots trimmed as the pipeline trims them (`trim`: its share, 0 off).
-    `masks` (the frames thresholded at `threshold`) and `trimmed` (every spot of those masks
-    trimmed: a spot's trim depends on the threshold alone) save redoing that per setting."""
+def score(frames, threshold, spot_threshold=0.0, min_area=1, masks=None, trim=defaults.TRIM, trimmed=None,
+          neutral=defaults.NEUTRAL) -> dict:
+    """Metrics of one setting, spots tested and trimmed as the pipeline does (`trim`: its share,
+    `neutral`: the colour test's tolerance; 0 off). `masks` (the frames thresholded at
+    `threshold`) and `trimmed` (every spot of those masks tested and trimmed: both depend on the
+    threshold alone) save redoing that per setting."""
     if masks is None:
         masks = [threshold_mask(frame.prob8, threshold) for frame in frames]
     total = DustScore()
     for i, (frame, mask) in enumerate(zip(frames, masks)):
         if trimmed is None:
-            kept = spots_and_mask(frame.prob8, threshold, spot_threshold, min_area, trim, frame.pixels, mask.copy())[1]
+            kept = spots_and_mask(frame.prob8, threshold, spot_threshold, min_area, trim, frame.pixels, mask.copy(),
+                                  neutral)[1]
         else:       # the spots this setting keeps, at their trimmed extent
             kept = find_spots(mask.copy(), frame.prob8, min_area, max(threshold, spot_threshold))[1] & trimmed[i]
         total.add(frame.truth, kept)
     return total.result()
 
 
-def _all_spots_trimmed(frames, masks, threshold, trim):
-    return [spots_and_mask(frame.prob8, threshold, 0.0, 1, trim, frame.pixels, mask.copy())[1]
+def _all_spots_trimmed(frames, masks, threshold, trim, neutral):
+    return [spots_and_mask(frame.prob8, threshold, 0.0, 1, trim, frame.pixels, mask.copy(), neutral)[1]
             for frame, mask in zip(frames, masks)]
 
 
@@ -89,19 +92,19 @@ def objective(metrics: dict) -> float:
     return 0.0 if min(parts) <= 0 else len(parts) / sum(1 / p for p in parts)
 
 
-def tune(frames, progress=None, trim=defaults.TRIM) -> dict:
+def tune(frames, progress=None, trim=defaults.TRIM, neutral=defaults.NEUTRAL) -> dict:
     """Best setting and the full table: {"best": {...settings, metrics}, "table": [...]}."""
     table = []
     for threshold in THRESHOLDS:
         masks = [threshold_mask(frame.prob8, threshold) for frame in frames]    # once per threshold
-        trimmed = _all_spots_trimmed(frames, masks, threshold, trim) if trim else None
+        trimmed = _all_spots_trimmed(frames, masks, threshold, trim, neutral) if trim or neutral else None
         for spot_threshold in SPOT_THRESHOLDS:
             if 0 < spot_threshold <= threshold:
                 continue                                   # same as no hysteresis
             for min_area in MIN_AREAS:
-                m = score(frames, threshold, spot_threshold, min_area, masks, trim, trimmed)
+                m = score(frames, threshold, spot_threshold, min_area, masks, trim, trimmed, neutral)
                 row = {"threshold": threshold, "spot_threshold": max(threshold, spot_threshold),
-                       "min_area": min_area, "trim": trim, "objective": round(objective(m), 4),
+                       "min_area": min_area, "trim": trim, "neutral": neutral, "objective": round(objective(m), 4),
                        **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()}}
                 table.append(row)
                 if progress:

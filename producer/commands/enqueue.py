@@ -28,14 +28,16 @@ from shared.defaults import MAX_TILE, MAX_WORKING_SIZE
               help="Drop spots smaller than this many native pixels (default: the model's).")
 @rule_option("--trim", rule="trim", number=float, default=None,
              help="Narrow spots to the scan's own contrast: this share of the local peak (0: off; default: the model's).")
+@rule_option("--neutral", rule="neutral", number=float, default=None,
+             help="Drop spots whose colour no dust makes: tolerance in levels of 255 (0: off; default: the model's).")
 @click.option("--overlay", is_flag=True, help="Also write <name>.overlay.jpg.")
 @click.option("--prob", is_flag=True, help="Also write <name>.prob.png.")
 @click.option("--inpaint", is_flag=True, help="Also write <name>.clean.<ext> (spots inpainted).")
 @click.option("--max-pixels", type=click.IntRange(1), default=None,
               help="Pixel limit for these scans (default: the worker's, 300 MP).")
 def enqueue(source, dest, batch, queue_name, model_ref, force, dry_run, redis_url,
-            size, square, native, tile, overlap, threshold, spot_threshold, min_area, trim, overlay, prob,
-            inpaint, max_pixels):
+            size, square, native, tile, overlap, threshold, spot_threshold, min_area, trim, neutral, overlay,
+            prob, inpaint, max_pixels):
     """Enqueue every scan under SOURCE (folder or s3://bucket/prefix); print the batch id."""
     from dataclasses import asdict
 
@@ -45,7 +47,7 @@ def enqueue(source, dest, batch, queue_name, model_ref, force, dry_run, redis_ur
     from shared.queues import connect
 
     opts = build_options(size, square, native, tile, overlap, threshold, overlay, prob, max_pixels, inpaint,
-                         spot_threshold, min_area, trim)
+                         spot_threshold, min_area, trim, neutral)
     options = {k: v for k, v in asdict(opts).items() if k in JOB_OPTIONS and v is not None and v is not False}
     started = time.perf_counter()
     try:

@@ -81,7 +81,7 @@ def evaluate(images, truth, out_dir, as_json, **kwargs):
               "dusty_images": score.dusty_images, "clean_images": score.clean_images, "problems": problems,
               "model": session.model, "threshold": session.options.threshold,
               "spot_threshold": session.options.spot_threshold, "min_area": session.options.min_area,
-              "trim": session.options.trim}
+              "trim": session.options.trim, "neutral": session.options.neutral}
     if as_json:
         click.echo(json.dumps(result))
     else:

@@ -59,6 +59,10 @@ def pipeline_options(func):
                     help="Narrow each spot to the pixels whose contrast against the scan around it is at "
                          "least this share of the spot's local peak (0: off; default: the model's "
                          f"recommendation, else {defaults.TRIM}; models tuned before the trim: 0)."),
+        rule_option("--neutral", rule="neutral", number=float, default=None,
+                    help="Drop spots whose colour departs from every blend of the scan around them with a "
+                         "grey (dust's own colour) by more than this many levels of 255 (0: off; default: "
+                         f"the model's recommendation, else {defaults.NEUTRAL:g}; models tuned before it: 0)."),
         click.option("--overlay", is_flag=True, help="Also write <name>.overlay.jpg (reduced preview, spots circled)."),
         click.option("--prob", is_flag=True, help="Also write <name>.prob.png (8-bit probability map)."),
         click.option("--inpaint", is_flag=True,
@@ -78,7 +82,7 @@ def pipeline_options(func):
 
 
 def build_options(size, square, native, tile, overlap, threshold, overlay, prob, max_pixels, inpaint=False,
-                  spot_threshold=None, min_area=None, trim=None):
+                  spot_threshold=None, min_area=None, trim=None, neutral=None):
     """SegmentOptions from the CLI flags (None = the model's or the default value)."""
     from ..pipeline import SegmentOptions
 
@@ -88,7 +92,8 @@ def build_options(size, square, native, tile, overlap, threshold, overlay, prob,
     mode = "native" if native else "square" if square else "size" if size else None
     return SegmentOptions(mode=mode, working_size=square or size, tile=tile, overlap=overlap,
                           threshold=threshold, overlay=overlay, prob=prob, max_pixels=max_pixels,
-                          inpaint=inpaint, spot_threshold=spot_threshold, min_area=min_area, trim=trim)
+                          inpaint=inpaint, spot_threshold=spot_threshold, min_area=min_area, trim=trim,
+                          neutral=neutral)
 
 
 def split_pipeline_kwargs(kwargs: dict):
@@ -97,7 +102,7 @@ def split_pipeline_kwargs(kwargs: dict):
 
     options = build_options(*(kwargs.pop(k) for k in ("size", "square", "native", "tile", "overlap",
                                                        "threshold", "overlay", "prob", "max_pixels", "inpaint",
-                                                       "spot_threshold", "min_area", "trim")))
+                                                       "spot_threshold", "min_area", "trim", "neutral")))
     settings = EngineSettings(precision=kwargs.pop("precision"), threads=kwargs.pop("threads"),
                               batch=kwargs.pop("batch"))
     return kwargs.pop("model_ref"), kwargs.pop("registry_root"), options, settings

@@ -17,7 +17,8 @@ def tune(frames, json_out, **kwargs):
     pixel Dice (clean-frame false positives at most 2 per MP). Use held-out frames, never the
     set you report. Working resolution and tiling flags apply (tune for the settings you run).
     The threshold / spot threshold / min area flags are ignored: they are what is swept; the
-    spots are trimmed by --trim (default: the model's, as segment resolves it).
+    spots are trimmed by --trim and tested by --neutral (default: the model's, as segment
+    resolves them).
     """
     from shared.errors import DustspotError
     from shared.registry import resolve
@@ -26,10 +27,10 @@ def tune(frames, json_out, **kwargs):
     try:
         model_ref, registry_root, options, settings = split_pipeline_kwargs(kwargs)
         found = tuning.frame_probabilities(model_ref, frames, registry_root, settings, options)
-        trim = options.resolved(resolve(model_ref, registry_root).manifest).trim
+        resolved = options.resolved(resolve(model_ref, registry_root).manifest)
     except (DustspotError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
-    result = tuning.tune(found, trim=trim)
+    result = tuning.tune(found, trim=resolved.trim, neutral=resolved.neutral)
     if json_out:
         with open(json_out, "w") as f:
             json.dump(result, f, indent=1)
