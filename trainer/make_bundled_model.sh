@@ -38,10 +38,14 @@
 #             photo split (PHOTOS2: the extra Debian photo packages of trainer/README.md): 2400.
 #             Then 0.4.1-int8 (full bias correction; within 1 point on the frames), calibrated on
 #             300 tiles of a training pool of today's generator (session 7: run v10's, seed 10).
-#   STAGE=0.4.2 (session 23, the default): no training either. 0.4.0's weights exported again
+#   STAGE=0.4.2 (session 23): no training either. 0.4.0's weights exported again
 #             with the spot trim (shared/trim.py, the pipeline's default since session 23) in the
 #             tuning, on frames v11 (the same command on today's generator), then 0.4.2-int8
 #             calibrated as 0.4.1-int8 was.
+#   STAGE=0.4.3 (session 24, the default): no training either. 0.4.0's weights exported again
+#             with the spot colour test (shared/neutral.py, the pipeline's default since session
+#             24) in the tuning, on frames v11 and v12 together (27 frames, 13 of them clean: the
+#             clean bound judged on more than three clean frames), then 0.4.3-int8 as before.
 # v3, v5 and v6 then choose the post-processing on held-out frames (validation photos only) and
 # try INT8.
 # Stages v1-v8 drew backgrounds per *file* (a photo shipped in 13 sizes counted 13 times) and
@@ -63,12 +67,24 @@ export PYTHONPATH=${PYTHONPATH:-$PWD}
 
 if command -v dustspot >/dev/null 2>&1; then DUSTSPOT=(dustspot); else DUSTSPOT=(python -m shared.cli); fi
 
-if [ "$STAGE" = 0.4.1 ] || [ "$STAGE" = 0.4.2 ]; then
+if [ "$STAGE" = 0.4.1 ] || [ "$STAGE" = 0.4.2 ] || [ "$STAGE" = 0.4.3 ]; then
     PHOTOS2=${PHOTOS2:-/work/photos2/x/usr/share/backgrounds}
     if [ "$STAGE" = 0.4.1 ]; then FRAMES=${FRAMES_041:-runs/heldout-frames-v10}; else FRAMES=${FRAMES_042:-runs/heldout-frames-v11}; fi
     VERSION=${VERSION:-$STAGE}
     [ -d "$FRAMES" ] || "${DUSTSPOT[@]}" synth "$WALLPAPERS" "$MATE" "$PHOTOS2" "$SKIMAGE" --scans --count 12 \
         --clean 3 --seed 7 --sprites "$SPRITES" --out "$FRAMES"
+    if [ "$STAGE" = 0.4.3 ]; then       # v11 and v12 side by side, names prefixed (both have scan000...)
+        V12=${FRAMES_V12:-runs/heldout-frames-v12}
+        [ -d "$V12" ] || "${DUSTSPOT[@]}" synth "$WALLPAPERS" "$MATE" "$PHOTOS2" "$SKIMAGE" --scans --count 12 \
+            --clean 10 --seed 8 --sprites "$SPRITES" --out "$V12"
+        BOTH=${FRAMES_043:-runs/heldout-frames-v11v12}
+        mkdir -p "$BOTH/images" "$BOTH/gt"
+        for part in images gt; do
+            for f in "$FRAMES/$part"/*; do ln -sf "$(realpath "$f")" "$BOTH/$part/v11-$(basename "$f")"; done
+            for f in "$V12/$part"/*; do ln -sf "$(realpath "$f")" "$BOTH/$part/v12-$(basename "$f")"; done
+        done
+        FRAMES=$BOTH
+    fi
     # tries working sizes 2016, 2200, 2400, 2600 (trainer/settings.py EXPORT_WORKING_SIZES)
     "${DUSTSPOT[@]}" export trainer/weights/dustspot-unet-0.4.0.pt --registry models --name dustspot-unet \
         --version "$VERSION" --frames "$FRAMES"
