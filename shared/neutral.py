@@ -17,9 +17,9 @@ of the same luma gain leaves; dark ones at most all of it (a black particle scal
 channel alike, exactly as a shadow does: that case is undecided and kept). A grey ring leaves
 no room for chroma at all. Grayscale scans have no colour to test: every spot is kept.
 
-On the held-out frames v11 / v12 with 0.4.2 (session 24, `runs/hue_look.py`-style counts): at
-tolerance 10 about 1 % of the spots on dust go, a quarter of the false ones on dusty frames and
-most of those on the clean frames (sequins, illustrations).
+On the held-out frames v11 / v12 with 0.4.2's masks (session 24, models/README.md): at
+tolerance 10 about 1 % of the spots on dust go, a sixth of the false ones on dusty frames and
+over half of those on the clean frames (gold sequins, illustrations).
 """
 import cv2
 import numpy as np
