@@ -33,7 +33,7 @@ _CORE = 0.5                # share of the spot's strongest contrast that makes i
 
 
 def _departure(colour, own, clean, ring):
-    """(chroma departure in levels, |luma contrast|) of the spot `own` in the crop `colour`
+    """(chroma departure in levels, luma contrast: < 0 darker) of the spot `own` in the crop `colour`
     (float32 HxWx3, 0-255, blurred), or None where the ring is too small to measure."""
     around = clean_ring(own, clean, *ring)
     if np.count_nonzero(around) < 4:
@@ -54,7 +54,32 @@ def _departure(colour, own, clean, ring):
     # a blend towards white of this luma gain keeps at most (255 - core) / (255 - ring) of it
     most = (255.0 - core_luma) / max(255.0 - ring_luma, 1.0) if bright else 1.0
     blend = float(np.clip(share, 0.0, min(max(most, 0.0), 1.0))) * ring_chroma
-    return float(np.linalg.norm(core_chroma - blend)), abs(core_luma - ring_luma)
+    return float(np.linalg.norm(core_chroma - blend)), core_luma - ring_luma
+
+
+def departures(mask, pixels, spots, thresholded=None, ring=defaults.TRIM_RING):
+    """For each spot of `spots` that can be measured (a colour scan; 4+ clean ring pixels):
+    (spot, (y0, y1, x0, x1), own, departure in levels, luma contrast), own marking the spot's
+    pixels in mask[y0:y1, x0:x1]. `thresholded`: the ring's reference (see drop_tinted_spots)."""
+    if pixels is None or pixels.ndim != 3 or pixels.shape[2] < 3:
+        return
+    if pixels.shape[:2] != mask.shape:
+        raise ValueError(f"the colour test needs the scan the mask was made from: mask {mask.shape[::-1]} px, "
+                         f"scan {pixels.shape[1::-1]}")
+    if thresholded is None:
+        thresholded = mask.copy()
+    scale = 255.0 / 65535.0 if pixels.dtype == np.uint16 else 1.0
+    margin = ring[1] + 3                            # the ring, and the blur's reach beyond it
+    for spot, (y0, y1, x0, x1), own in spot_crops(mask, spots, margin):
+        colour = cv2.GaussianBlur(pixels[y0:y1, x0:x1, :3].astype(np.float32) * scale, (0, 0), _BLUR_SIGMA)
+        measured = _departure(colour, own, thresholded[y0:y1, x0:x1] == 0, ring)
+        if measured is not None:
+            yield (spot, (y0, y1, x0, x1), own, *measured)
+
+
+def is_tinted(departure, contrast, tolerance=defaults.NEUTRAL):
+    """The rule: more than `tolerance` levels, and more than NEUTRAL_SHARE of the contrast."""
+    return departure > max(tolerance, defaults.NEUTRAL_SHARE * abs(contrast))
 
 
 def drop_tinted_spots(mask, pixels, spots, tolerance=defaults.NEUTRAL, thresholded=None, ring=defaults.TRIM_RING):
@@ -63,20 +88,13 @@ def drop_tinted_spots(mask, pixels, spots, tolerance=defaults.NEUTRAL, threshold
     in `pixels` (the decoded scan, 8 or 16 bit); returns (spots kept, mask). tolerance 0: off.
     `thresholded`: the mask before find_spots dropped any spot (the clean ring's reference, as in
     shared/trim.py; default: `mask` as given)."""
-    if tolerance <= 0 or pixels is None or pixels.ndim != 3 or pixels.shape[2] < 3:
+    if tolerance <= 0:
         return spots, mask
-    if pixels.shape[:2] != mask.shape:
-        raise ValueError(f"the colour test needs the scan the mask was made from: mask {mask.shape[::-1]} px, "
-                         f"scan {pixels.shape[1::-1]}")
     if thresholded is None:
         thresholded = mask.copy()
-    scale = 255.0 / 65535.0 if pixels.dtype == np.uint16 else 1.0
-    margin = ring[1] + 3                            # the ring, and the blur's reach beyond it
     dropped = set()
-    for spot, (y0, y1, x0, x1), own in spot_crops(mask, spots, margin):
-        colour = cv2.GaussianBlur(pixels[y0:y1, x0:x1, :3].astype(np.float32) * scale, (0, 0), _BLUR_SIGMA)
-        measured = _departure(colour, own, thresholded[y0:y1, x0:x1] == 0, ring)
-        if measured is not None and measured[0] > max(tolerance, defaults.NEUTRAL_SHARE * measured[1]):
-            mask[y0:y1, x0:x1][own] = 0
+    for spot, (y0, y1, x0, x1), own, departure, contrast in departures(mask, pixels, spots, thresholded, ring):
+        if is_tinted(departure, contrast, tolerance):
+            mask[y0:y1, x0:x1][own] = 0             # this spot's pixels only: the next crop sees it gone
             dropped.add(id(spot))
     return [spot for spot in spots if id(spot) not in dropped], mask

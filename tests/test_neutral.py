@@ -76,3 +76,21 @@ def test_spots_and_mask_runs_it_and_models_tuned_before_it_are_left_alone():
     assert SegmentOptions().resolved().neutral == defaults.NEUTRAL > 0
     assert SegmentOptions().resolved({"recommended": {"threshold": 0.2}}).neutral == 0.0
     assert SegmentOptions().resolved({"recommended": {"threshold": 0.2, "neutral": 7}}).neutral == 7
+
+
+def test_the_probe_sorts_spots_by_truth_and_polarity():
+    from types import SimpleNamespace
+
+    from trainer.neutral_probe import measure
+    from trainer.tune import Frame
+    img = _scene()
+    mask, names = _specks(img)
+    truth = np.zeros(mask.shape, np.uint8)
+    for i, (_, dust) in enumerate(SPECKS.values()):
+        if dust:
+            cv2.circle(truth, (45 + 90 * i, 45), 6, 255, -1)
+    frame = Frame("a", np.where(mask > 0, 200, 0).astype(np.uint8), None, img)
+    found = measure([frame], {"a": truth}, SimpleNamespace(threshold=0.5, spot_threshold=0.0, min_area=1))
+    assert sorted((k, len(v)) for k, v in found.items()) == [
+        (("bright", "dust"), 1), (("bright", "false"), 1), (("dark", "dust"), 2), (("dark", "false"), 1)]
+    assert all(d <= 10 for d, _ in found[("dark", "dust")]) and all(d > 10 for d, _ in found[("dark", "false")])
