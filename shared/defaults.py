@@ -33,6 +33,7 @@ TRIM_MAX_AREA = 100_000      # native px: larger spots are left untrimmed (rejoi
 # NEUTRAL_SHARE of its luma contrast is the scene's own (0: off). Chosen on frames v11 / v12.
 NEUTRAL = 10.0
 NEUTRAL_SHARE = 0.15
+NEUTRAL_MAX_BOX = 4_000_000  # native px of a spot's bounding box; larger spots are kept untested (memory)
 BATCH = 1                    # tiles per request; parallelism comes from several requests in flight
 MAX_TILE = 4096              # largest tile a job or flag may ask for
 

@@ -9,15 +9,16 @@ def disk(radius):
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2)
 
 
-def spot_crops(mask, spots, margin, max_area=None):
+def spot_crops(mask, spots, margin, max_area=None, max_box=None):
     """For each spot dict of `spots` (find_spots' list for `mask`), in order:
     (spot, (y0, y1, x0, x1), own) where own (bool) marks the spot's pixels in the crop
-    mask[y0:y1, x0:x1] grown by `margin` px. Spots over `max_area` px are skipped."""
+    mask[y0:y1, x0:x1] grown by `margin` px. Spots over `max_area` px, or whose bounding box
+    is over `max_box` px (a long scratch across a whole scan), are skipped."""
     height, width = mask.shape
     for spot in spots:
-        if max_area is not None and spot["area"] > max_area:
-            continue
         x, y, w, h = spot["bbox"]
+        if (max_area is not None and spot["area"] > max_area) or (max_box is not None and w * h > max_box):
+            continue
         y0, y1, x0, x1 = max(0, y - margin), min(height, y + h + margin), max(0, x - margin), min(width, x + w + margin)
         _, labels, stats, _ = cv2.connectedComponentsWithStats(mask[y0:y1, x0:x1], connectivity=8)
         own = np.flatnonzero((stats[:, 0] == x - x0) & (stats[:, 1] == y - y0) & (stats[:, 2] == w)

@@ -2,6 +2,7 @@
 another hue, or more colourful than its surroundings, is the scene's own and goes."""
 import cv2
 import numpy as np
+import pytest
 
 from shared.neutral import drop_tinted_spots
 from shared.pipeline import SegmentOptions
@@ -94,3 +95,27 @@ def test_the_probe_sorts_spots_by_truth_and_polarity():
     assert sorted((k, len(v)) for k, v in found.items()) == [
         (("bright", "dust"), 1), (("bright", "false"), 1), (("dark", "dust"), 2), (("dark", "false"), 1)]
     assert all(d <= 10 for d, _ in found[("dark", "dust")]) and all(d > 10 for d, _ in found[("dark", "false")])
+
+
+def test_neighbours_borders_rings_and_bounds(monkeypatch):
+    from shared import defaults
+    img = _scene()
+    mask = np.zeros(img.shape[:2], np.uint8)
+    cv2.circle(img, (40, 45), 5, (30, 30, 110), -1)            # dark red: dropped
+    cv2.circle(img, (58, 45), 5, (40, 40, 40), -1)             # grey, 8 px away: kept
+    cv2.circle(img, (0, 45), 5, (40, 40, 40), -1)              # grey, cut by the left border: kept
+    for x in (40, 58, 0):
+        cv2.circle(mask, (x, 45), 6, 255, -1)
+    spots, mask = find_spots(mask, np.full(mask.shape, 255, np.uint8))
+    assert len(spots) == 3
+    kept, out = drop_tinted_spots(mask.copy(), img, [dict(s) for s in spots], 10.0)
+    assert sorted(s["centroid"][0] // 10 for s in kept) == [0, 5]
+    assert out[45, 40] == 0 and out[45, 58] == 255 and out[45, 1] == 255
+    # a spot with no clean ring to measure against is kept
+    whole = np.full(img.shape[:2], 255, np.uint8)
+    assert len(drop_tinted_spots(whole, img, find_spots(whole.copy(), whole)[0], 10.0)[0]) == 1
+    # a spot whose box is over the bound is kept untested (memory), the rest tested as before
+    monkeypatch.setattr(defaults, "NEUTRAL_MAX_BOX", 100)
+    assert len(drop_tinted_spots(mask.copy(), img, [dict(s) for s in spots], 10.0)[0]) == 3
+    with pytest.raises(ValueError, match="needs the scan"):
+        drop_tinted_spots(mask.copy(), None, spots, 10.0)

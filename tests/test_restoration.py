@@ -107,6 +107,13 @@ def test_rethreshold_matches_a_fresh_run(tmp_path):
     loose = sum(json.loads((c / f"s{i}.json").read_text())["spot_count"] for i in range(3))
     tuned = sum(json.loads((tmp_path / "b" / f"s{i}.json").read_text())["spot_count"] for i in range(3))
     assert loose > tuned > 0
+    # rethreshold applies the colour test as given: without it, more spots
+    d = tmp_path / "d"
+    run("segment", str(src), "--out", str(d), "--prob", "--threshold", "0.45", *common)
+    tested = sum(json.loads((d / f"s{i}.json").read_text())["spot_count"] for i in range(3))
+    run("rethreshold", str(d), "--threshold", "0.45", "--neutral", "0")
+    untested = sum(json.loads((d / f"s{i}.json").read_text())["spot_count"] for i in range(3))
+    assert untested > tested
 
 
 def test_clean_image_keeps_icc_profile_and_exif(tmp_path, make_session):

@@ -44,8 +44,9 @@
 #             calibrated as 0.4.1-int8 was.
 #   STAGE=0.4.3 (session 24, the default): no training either. 0.4.0's weights exported again
 #             with the spot colour test (shared/neutral.py, the pipeline's default since session
-#             24) in the tuning, on frames v11 and v12 together (27 frames, 13 of them clean: the
-#             clean bound judged on more than three clean frames), then 0.4.3-int8 as before.
+#             24) in the tuning, on frames v11 and v12 together (37 frames, 13 of them clean: the
+#             clean bound judged on more than three clean frames). No INT8: the exporter refused
+#             0.4.3-int8 (frames object recall -1.1 points, bound 1; models/README.md).
 # v3, v5 and v6 then choose the post-processing on held-out frames (validation photos only) and
 # try INT8.
 # Stages v1-v8 drew backgrounds per *file* (a photo shipped in 13 sizes counted 13 times) and
@@ -84,6 +85,9 @@ if [ "$STAGE" = 0.4.1 ] || [ "$STAGE" = 0.4.2 ] || [ "$STAGE" = 0.4.3 ]; then
             for f in "$V12/$part"/*; do ln -sf "$(realpath "$f")" "$BOTH/$part/v12-$(basename "$f")"; done
         done
         FRAMES=$BOTH
+        "${DUSTSPOT[@]}" export trainer/weights/dustspot-unet-0.4.0.pt --registry models --name dustspot-unet \
+            --version "$VERSION" --frames "$FRAMES"
+        exit 0
     fi
     # tries working sizes 2016, 2200, 2400, 2600 (trainer/settings.py EXPORT_WORKING_SIZES)
     "${DUSTSPOT[@]}" export trainer/weights/dustspot-unet-0.4.0.pt --registry models --name dustspot-unet \

@@ -37,7 +37,8 @@ def tune(frames, json_out, **kwargs):
     best = result["best"]
     click.echo(json.dumps({k: v for k, v in best.items() if k != "object_recall_by_extent"}))
     click.echo(f"dustspot segment ... --threshold {best['threshold']} --spot-threshold "
-               f"{best['spot_threshold']} --min-area {best['min_area']}")
+               f"{best['spot_threshold']} --min-area {best['min_area']} --trim {best['trim']} "
+               f"--neutral {best['neutral']:g}")
 
 
 if __name__ == "__main__":
