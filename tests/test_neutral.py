@@ -85,7 +85,7 @@ def test_the_probe_sorts_spots_by_truth_and_polarity():
     from trainer.neutral_probe import measure
     from trainer.tune import Frame
     img = _scene()
-    mask, names = _specks(img)
+    mask, _ = _specks(img)
     truth = np.zeros(mask.shape, np.uint8)
     for i, (_, dust) in enumerate(SPECKS.values()):
         if dust:
