@@ -4,8 +4,9 @@
 # (trainer/gpu_sweep.sh: one pool built with every core, one process per candidate on the GPU)
 # until DEADLINE_S, and leaves <candidate>.pt (fp16 weights, trainer/weights format), logs.tgz
 # and context_probe.txt (each candidate's trainer.context_probe, see below) in $OUT.  Back on
-# the development machine: `dustspot export OUT/<candidate>.pt ... --frames ...`, then score on
-# realdust-dev and `dustspot bench` (trainer/README.md).
+# the development machine: `dustspot export OUT/<candidate>.pt ... --frames runs/heldout-frames-v11v12`
+# (0.4.3's tuning set, 37 frames: STAGE=0.4.3 trainer/make_bundled_model.sh builds it; the bar is
+# 0.4.3's objective 0.648 there), then score on realdust-dev and `dustspot bench` (trainer/README.md).
 #
 # The candidates (session 9's plan, issues 3 and 5; session 14 took the teacher off b1busy, since
 # 0.4.0 misses the busy-scene dust it is there to learn, and tried fr; session 15 made the
