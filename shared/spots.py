@@ -12,7 +12,7 @@ def spots_and_mask(prob8, threshold, spot_threshold=0.0, min_area=1, trim=0.0, p
     """The post-processing of segment, rethreshold and tune: threshold, drop the spots without
     a confident pixel or too small, drop those whose colour no dust makes (shared/neutral.py,
     `neutral` levels of tolerance), trim the rest to the scan's dust pixels (shared/trim.py).
-    `pixels` is the decoded scan, needed when `trim` > 0 and read when `neutral` > 0. `mask`:
+    `pixels` is the decoded scan, needed when `trim` or `neutral` > 0. `mask`:
     prob8 already thresholded at `threshold`, edited in place. Returns (spots, 0/255 mask)."""
     if mask is None:
         mask = threshold_mask(prob8, threshold)
