@@ -42,7 +42,7 @@ def _departure(colour, own, clean, ring):
     """(chroma departure in levels, luma contrast: < 0 darker) of the spot `own` in the crop `colour`
     (float32 HxWx3, 0-255, blurred), or None where the ring is too small to measure."""
     around = clean_ring(own, clean, *ring)
-    if np.count_nonzero(around) < 4:
+    if around is None:
         return None
     ring_colour = np.median(colour[around], axis=0)
     ring_luma = float(ring_colour.mean())

@@ -28,7 +28,12 @@ def spot_crops(mask, spots, margin, max_area=None, max_box=None):
             yield spot, (y0, y1, x0, x1), labels == own[0]
 
 
+MIN_RING_PIXELS = 4         # fewer clean pixels around a spot: nothing to measure it against
+
+
 def ring(own, clean, inner, outer):
-    """The pixels `inner`-`outer` px around the spot `own` that are `clean` (under the threshold)."""
+    """The pixels `inner`-`outer` px around the spot `own` that are `clean` (under the threshold),
+    or None when there are fewer than MIN_RING_PIXELS of them."""
     spot = own.astype(np.uint8)
-    return (cv2.dilate(spot, disk(outer)) > 0) & ~(cv2.dilate(spot, disk(inner)) > 0) & clean
+    around = (cv2.dilate(spot, disk(outer)) > 0) & ~(cv2.dilate(spot, disk(inner)) > 0) & clean
+    return around if np.count_nonzero(around) >= MIN_RING_PIXELS else None

@@ -79,7 +79,7 @@ def _trim_one(clean, luma, spot, fraction, radius, ring):
     """The trimmed spot (bool, crop-sized) of one component `spot` (bool) of a crop where
     `clean` (bool) marks the pixels under the threshold."""
     around = clean_ring(spot, clean, *ring)
-    if np.count_nonzero(around) < 4:               # no clean surroundings to measure against
+    if around is None:                              # no clean surroundings to measure against
         return spot
     contrast = luma - np.median(luma[around])     # > 0: brighter than the ring
     inside = contrast[spot]
